@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make demo` (train + evaluate on the synthetic dataset) and `make test`.
+# The first target run creates .venv/ and installs requirements.txt into it.
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+DEMO_CONFIG ?= projects/centernet_lite/configs/centernet_lite_synthetic.py
+DEMO_OUTPUT ?= output/demo
+
+.PHONY: install demo test test-all lint format clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUTPUT)
+
+# Fast suite (CI): everything but tests marked slow; includes a short end-to-end train + eval run.
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean-venv:
+	rm -rf $(VENV)

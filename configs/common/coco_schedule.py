@@ -1,0 +1,30 @@
+from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from engine.lazy import LazyCall as L
+from engine.solver import WarmupParamScheduler
+
+
+def multistep_schedule(epochs, decay_epochs, warmup_iters=0, gamma=0.1):
+    """Step schedule whose milestones are given in epochs.
+
+    The schedule is a function of training progress (iter / max_iter), so milestones
+    written in epochs land on epoch boundaries when train.epochs is set, and at the
+    same fraction of training when train.max_iter is given instead.
+    """
+    milestones = list(decay_epochs) if isinstance(decay_epochs, (list, tuple)) else [decay_epochs]
+    return L(WarmupParamScheduler)(
+        scheduler=L(MultiStepParamScheduler)(
+            values=[gamma**i for i in range(len(milestones) + 1)],
+            milestones=milestones,
+            num_updates=epochs,
+        ),
+        warmup_iters=warmup_iters,
+        warmup_factor=0.001,
+    )
+
+
+# The DETR-family recipes: lr x0.1 late in training, linear warmup.
+lr_multiplier_12ep = multistep_schedule(12, 11)
+lr_multiplier_24ep = multistep_schedule(24, 20)
+lr_multiplier_36ep = multistep_schedule(36, 30)
+lr_multiplier_50ep = multistep_schedule(50, 40)

@@ -1,0 +1,1 @@
+"""detectron2-style engine: lazy configs, launching, training loop, hooks, checkpointing."""

@@ -1,0 +1,170 @@
+"""Command line, run setup and DDP wrapping shared by the tools (detectron2's ``engine.defaults``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import comm
+from .events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from .lazy import LazyConfig
+from .logger import setup_logger
+
+__all__ = [
+    "default_argument_parser",
+    "default_setup",
+    "default_writers",
+    "create_ddp_model",
+    "seed_all_rng",
+    "collect_env_info",
+    "resolve_seed",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
+    """detectron2's command line: config file, resume, eval-only, distributed flags and ``key=value`` overrides."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog
+        or (
+            "Examples:\n"
+            "  python tools/train_net.py --config-file cfg.py train.max_iter=100\n"
+            "  python tools/train_net.py --config-file cfg.py --num-gpus 2 dataloader.train.total_batch_size=8\n"
+            "  python tools/train_net.py --config-file cfg.py --eval-only train.init_checkpoint=model_final.pth\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a LazyConfig .py or .yaml file")
+    parser.add_argument("--resume", action="store_true", help="resume from the last checkpoint in train.output_dir")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate train.init_checkpoint (or the last one)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (GPUs; CPU workers without CUDA)"
+    )
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="rendezvous URL of the process group, e.g. tcp://127.0.0.1:29500 ('auto': a free local port)",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="config overrides 'path.key=value' (hydra grammar; '+new.key=value' adds a key, '~key' deletes one)",
+    )
+    return parser
+
+
+def seed_all_rng(seed: int) -> None:
+    """Seeds python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The run's seed: the configured one, or (seed < 0 / None) a random one agreed on by every rank."""
+    if seed is None or seed < 0:
+        seed = comm.shared_random_seed()
+        logger.info(f"Using a random seed: {seed} (set train.seed to reproduce this run)")
+    return int(seed)
+
+
+def collect_env_info() -> str:
+    """A short environment summary for the log."""
+    rows = [
+        ("sys.platform", sys.platform),
+        ("Python", sys.version.replace("\n", " ")),
+        ("platform", platform.platform()),
+        ("numpy", np.__version__),
+        ("PyTorch", f"{torch.__version__} @ {os.path.dirname(torch.__file__)}"),
+        ("CUDA available", torch.cuda.is_available()),
+        ("CPU threads", torch.get_num_threads()),
+    ]
+    try:
+        import torchvision
+
+        rows.append(("torchvision", torchvision.__version__))
+    except ImportError:
+        rows.append(("torchvision", "not found"))
+    for mod in ("fvcore", "omegaconf", "hydra", "pycocotools"):
+        try:
+            rows.append((mod, getattr(__import__(mod), "__version__", "unknown")))
+        except ImportError:
+            rows.append((mod, "not found"))
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            rows.append((f"GPU {i}", torch.cuda.get_device_name(i)))
+        rows.append(("CUDA (torch)", torch.version.cuda))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
+    """Creates the output directory, sets up logging, logs the environment, saves ``config.yaml``, seeds.
+
+    Returns:
+        the run's seed (resolved from ``train.seed``, drawn at random when negative).
+    """
+    output_dir = cfg.train.output_dir
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    comm.synchronize()
+    setup_logger(output_dir, distributed_rank=rank)
+    logger.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
+    logger.info("Environment info:\n" + collect_env_info())
+    logger.info(f"Command line arguments: {args}")
+    if getattr(args, "config_file", ""):
+        with open(args.config_file) as f:
+            logger.info(f"Contents of args.config_file={args.config_file}:\n{f.read()}")
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        LazyConfig.save(cfg, path)
+        logger.info(f"Full config saved to {path}")
+    seed = resolve_seed(cfg.train.get("seed", -1))
+    seed_all_rng(seed + rank)
+    if cfg.train.get("cudnn_benchmark", False):
+        torch.backends.cudnn.benchmark = True
+    return seed
+
+
+def default_writers(output_dir: str, max_iter: int | None = None) -> list:
+    """Console printer, ``metrics.json`` and TensorBoard writers (main process)."""
+    os.makedirs(output_dir, exist_ok=True)
+    return [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(os.path.join(output_dir, "metrics.json")),
+        TensorboardXWriter(output_dir),
+    ]
+
+
+def create_ddp_model(model: torch.nn.Module, *, fp16_compression: bool = False, **kwargs) -> torch.nn.Module:
+    """Wraps ``model`` in DistributedDataParallel when the world has several ranks.
+
+    Args:
+        fp16_compression: compress gradients to fp16 for the all-reduce (GPU).
+        kwargs: DistributedDataParallel arguments (e.g. ``find_unused_parameters``, ``broadcast_buffers``).
+    """
+    if comm.get_world_size() == 1:
+        return model
+    if isinstance(kwargs, DictConfig):
+        kwargs = OmegaConf.to_container(kwargs)
+    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
+        kwargs["device_ids"] = [comm.get_local_rank()]
+    ddp = torch.nn.parallel.DistributedDataParallel(model, **kwargs)
+    if fp16_compression:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        ddp.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
+    return ddp

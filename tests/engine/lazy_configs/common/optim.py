@@ -1,0 +1,11 @@
+import torch
+
+from engine.lazy import LazyCall as L
+from tests.engine.lazy_configs.targets import param_groups
+
+optimizer = L(torch.optim.SGD)(
+    params=L(param_groups)(model=None, base_lr="${..lr}", weight_decay="${..weight_decay}"),
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+)

@@ -1,0 +1,1 @@
+from .common.does_not_exist import thing  # noqa: F401
