@@ -33,7 +33,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config"]
+__all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config", "locate"]
 
 _FLAGS = {"allow_objects": True}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,7 +126,7 @@ def _call_target(target: Any, kwargs: dict, path: str) -> Any:
     where = repr(path) if path else "the config root"
     if isinstance(target, str):
         try:
-            target = _locate(target)
+            target = locate(target)
         except ImportError as e:
             raise ImportError(f"Error when instantiating {where}: cannot import _target_ {target!r}: {e}") from e
     if not callable(target):
@@ -153,7 +153,7 @@ def _same_type_error(error: Exception, message: str) -> Exception:
     return new if message in str(new) else RuntimeError(message)
 
 
-def _locate(name: str) -> Any:
+def locate(name: str) -> Any:
     """Imports the object with dotted name ``name`` (``"torch.optim.SGD"``).
 
     Raises:
@@ -290,7 +290,7 @@ def _target_to_string(target: Any, key: str) -> str:
         for i in range(1, len(module_parts) + 1):
             candidate = ".".join(module_parts[:i] + [qualname])
             try:
-                if _locate(candidate) is target:
+                if locate(candidate) is target:
                     return candidate
             except ImportError:
                 continue

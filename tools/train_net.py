@@ -10,6 +10,7 @@ Reads the detrex keys (``train.*``, ``model``, ``optimizer``, ``lr_multiplier``,
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from engine.checkpoint import DetectionCheckpointer  # noqa: E402
 from engine.defaults import create_ddp_model, default_argument_parser, default_setup, default_writers  # noqa: E402
 from engine.ema import ModelEMA  # noqa: E402
 from engine.launch import launch  # noqa: E402
-from engine.lazy import LazyConfig, instantiate  # noqa: E402
+from engine.lazy import LazyConfig, instantiate, locate  # noqa: E402
 from engine.solver import LRMultiplier, iterations_from_epochs  # noqa: E402
 from engine.train_loop import AMPTrainer, SimpleTrainer  # noqa: E402
 from evaluation import inference_on_dataset, print_csv_format  # noqa: E402
@@ -107,12 +108,19 @@ def build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema):
     ]
 
 
+def _accepts_seed(lazy_call) -> bool:
+    target = lazy_call._target_
+    if isinstance(target, str):
+        target = locate(target)
+    return "seed" in inspect.signature(target).parameters
+
+
 def do_train(args, cfg, seed: int):
     device = resolve_device(cfg.train.device)
     model = instantiate(cfg.model).to(device)
     logger.info(f"Model:\n{model}")
-    if "seed" in cfg.dataloader.train and cfg.dataloader.train.seed is None:
-        cfg.dataloader.train.seed = seed
+    if _accepts_seed(cfg.dataloader.train) and cfg.dataloader.train.get("seed") is None:
+        cfg.dataloader.train.seed = seed  # data order and augmentation follow the run's seed
     train_loader = instantiate(cfg.dataloader.train)
     max_iter = resolve_schedule(cfg, train_loader)
     cfg.optimizer.params.model = model

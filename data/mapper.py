@@ -1,0 +1,142 @@
+"""Maps a dataset dict to the model's input dict (image tensor + targets), DETR style."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from .transforms import RandomChoice, build_augmentation
+
+__all__ = ["DetrDatasetMapper", "read_image", "annotations_to_targets"]
+
+
+def read_image(file_name: str) -> torch.Tensor:
+    """Reads an image file as RGB with its EXIF orientation applied.
+
+    Returns:
+        uint8 tensor of shape [3, H, W].
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be decoded as an image.
+    """
+    try:
+        with open(file_name, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {file_name}") from None
+    if not data:
+        raise ValueError(f"Cannot decode image {file_name}: the file is empty")
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
+            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError as e:
+        raise ValueError(f"Cannot decode image {file_name}: {e}") from e
+
+
+def _check_image_size(dataset_dict: dict, image: torch.Tensor) -> None:
+    h, w = image.shape[-2:]
+    expected = (dataset_dict.get("height", h), dataset_dict.get("width", w))
+    if (h, w) != expected:
+        raise ValueError(
+            f"Image {dataset_dict['file_name']} has size (h={h}, w={w}) but its dataset dict says "
+            f"(h={expected[0]}, w={expected[1]})"
+        )
+
+
+def annotations_to_targets(annotations: list[dict], image_size: tuple[int, int]) -> dict:
+    """Converts non-crowd annotations to XYXY boxes and labels.
+
+    Args:
+        annotations: dataset-dict annotations (``bbox`` XYWH absolute, ``category_id``, ``iscrowd``).
+        image_size: ``(H, W)`` of the image the boxes belong to.
+
+    Returns:
+        ``{"boxes": BoundingBoxes float32 [N, 4] XYXY, "labels": int64 [N]}`` (crowd annotations dropped).
+    """
+    anns = [a for a in annotations if not a.get("iscrowd", 0)]
+    xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+    boxes = torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+    return {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image_size)),
+        "labels": labels,
+    }
+
+
+class DetrDatasetMapper:
+    """Reads the image, applies DETR's augmentations and produces the model's input dict.
+
+    In training, with probability 0.5 each, either ``augmentation`` or ``augmentation_with_crop`` is applied
+    (always ``augmentation`` when the latter is None); crowd annotations are dropped and the output holds
+    ``boxes`` (float32 [N, 4], XYXY in pixels of the augmented image) and ``labels`` (int64 [N]). At test
+    time only ``augmentation`` (the test resize) is applied and no annotations are returned.
+
+    Args:
+        augmentation: list of transforms (see :mod:`data.transforms`) applied in order.
+        augmentation_with_crop: alternative list, typically with a random crop.
+        is_train: training or test mapping.
+        image_format: only ``"RGB"`` (the model contract).
+    """
+
+    def __init__(
+        self,
+        augmentation: Sequence[v2.Transform] | v2.Transform | None,
+        augmentation_with_crop: Sequence[v2.Transform] | v2.Transform | None = None,
+        is_train: bool = True,
+        image_format: str = "RGB",
+    ) -> None:
+        if image_format != "RGB":
+            raise ValueError(f"DetrDatasetMapper only supports image_format='RGB', got {image_format!r}")
+        self.is_train = is_train
+        self.image_format = image_format
+        plain = build_augmentation(augmentation)
+        if is_train and augmentation_with_crop is not None:
+            self.augmentation = RandomChoice([plain, build_augmentation(augmentation_with_crop)], p=[0.5, 0.5])
+        else:
+            self.augmentation = plain
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(is_train={self.is_train}, augmentation={self.augmentation})"
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """Maps one dataset dict.
+
+        Returns:
+            dict with ``image`` (uint8 [3, H', W']), ``height``, ``width`` (original size), ``image_id``,
+            ``file_name``, and in training ``boxes`` (float32 [N, 4]) and ``labels`` (int64 [N]).
+        """
+        file_name = dataset_dict["file_name"]
+        image = read_image(file_name)
+        _check_image_size(dataset_dict, image)
+        sample = {"image": tv_tensors.Image(image)}
+        if self.is_train:
+            sample.update(annotations_to_targets(dataset_dict.get("annotations", []), tuple(image.shape[-2:])))
+        sample = self.augmentation(sample)
+        out = {
+            "image": sample["image"].as_subclass(torch.Tensor),
+            "height": int(image.shape[-2]),
+            "width": int(image.shape[-1]),
+            "image_id": dataset_dict.get("image_id"),
+            "file_name": file_name,
+        }
+        if self.is_train:
+            out.update(_clip_and_filter(sample["boxes"], sample["labels"], tuple(out["image"].shape[-2:])))
+        return out
+
+
+def _clip_and_filter(boxes: torch.Tensor, labels: torch.Tensor, image_size: tuple[int, int]) -> dict:
+    """Clips XYXY boxes [N, 4] to the image and drops empty ones (like detectron2's filter_empty_instances)."""
+    h, w = image_size
+    boxes = boxes.as_subclass(torch.Tensor).to(torch.float32).clone()
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {"boxes": boxes[keep], "labels": labels[keep]}
