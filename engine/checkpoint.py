@@ -65,7 +65,8 @@ class DetectionCheckpointer(Checkpointer):
             **checkpointables,
         )
 
-    def save(self, name: str, **kwargs: Any) -> None:
+    def save(self, name: str, *, tag_last: bool = True, **kwargs: Any) -> None:
+        """Writes ``{name}.pth``; ``tag_last`` makes it the one ``--resume`` continues from."""
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -77,7 +78,8 @@ class DetectionCheckpointer(Checkpointer):
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
         atomic_torch_save(data, save_file)
-        self.tag_last_checkpoint(basename)
+        if tag_last:
+            self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")

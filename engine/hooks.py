@@ -255,7 +255,8 @@ class BestCheckpointer(HookBase):
         if self.best_metric is None or self._compare(value, self.best_metric):
             previous = self.best_metric
             self.best_metric, self.best_iter = value, metric_iter
-            self._checkpointer.save(self._file_prefix, iteration=metric_iter, best_metric=value)
+            # Not tagged as last_checkpoint: --resume continues from the latest training state.
+            self._checkpointer.save(self._file_prefix, tag_last=False, iteration=metric_iter, best_metric=value)
             logger.info(
                 f"Saved best model ({self._val_metric} = {value:.4f} at iteration {metric_iter}; "
                 f"previous best {previous})"

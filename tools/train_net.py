@@ -50,8 +50,8 @@ def do_test(cfg, model, ema: ModelEMA | None = None):
     """Runs the test loader through the evaluator; returns the results dict (empty without an evaluator)."""
     if "evaluator" not in cfg.dataloader:
         return {}
-    if "output_dir" in cfg.dataloader.evaluator and cfg.dataloader.evaluator.output_dir is None:
-        cfg.dataloader.evaluator.output_dir = cfg.train.output_dir
+    if _accepts(cfg.dataloader.evaluator, "output_dir") and cfg.dataloader.evaluator.get("output_dir") is None:
+        cfg.dataloader.evaluator.output_dir = cfg.train.output_dir  # coco_instances_results.json goes there
     evaluator = instantiate(cfg.dataloader.evaluator)
     loader = instantiate(cfg.dataloader.test)
     if ema is not None:
@@ -108,18 +108,19 @@ def build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema):
     ]
 
 
-def _accepts_seed(lazy_call) -> bool:
+def _accepts(lazy_call, argument: str) -> bool:
+    """Whether the target of a LazyCall takes ``argument``."""
     target = lazy_call._target_
     if isinstance(target, str):
         target = locate(target)
-    return "seed" in inspect.signature(target).parameters
+    return argument in inspect.signature(target).parameters
 
 
 def do_train(args, cfg, seed: int):
     device = resolve_device(cfg.train.device)
     model = instantiate(cfg.model).to(device)
     logger.info(f"Model:\n{model}")
-    if _accepts_seed(cfg.dataloader.train) and cfg.dataloader.train.get("seed") is None:
+    if _accepts(cfg.dataloader.train, "seed") and cfg.dataloader.train.get("seed") is None:
         cfg.dataloader.train.seed = seed  # data order and augmentation follow the run's seed
     train_loader = instantiate(cfg.dataloader.train)
     max_iter = resolve_schedule(cfg, train_loader)
@@ -160,7 +161,7 @@ def main(args):
         model = create_ddp_model(model)
         DetectionCheckpointer(model, cfg.train.output_dir).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
         return do_test(cfg, model)
-    do_train(args, cfg, seed)
+    return do_train(args, cfg, seed)
 
 
 def invoke_main() -> None:
