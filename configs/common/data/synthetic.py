@@ -1,57 +1,25 @@
-"""The embedded synthetic inspection dataset (256-384 px images), with ``coco_detr``'s augmentations
-scaled to its image size: short edges 224-352 (max 512), crop variant resize 256-320 then crop 192-288,
-test short edge 320 (max 512). The data is generated on first use (see data/synthetic.py)."""
+"""The embedded synthetic inspection dataset (256-384 px images): ``coco_detr`` with its sizes scaled down.
 
-from omegaconf import OmegaConf
+Train: short edges 224-352 (max 512); the crop variant resizes to 256-320, crops 192-288, then resizes as
+above. Test: short edge 320 (max 512). The data is generated on first use (see data/synthetic.py).
+"""
 
-from data import (
-    DetrDatasetMapper,
-    RandomCrop,
-    RandomFlip,
-    ResizeShortestEdge,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
-from engine.lazy import LazyCall as L
-from evaluation import COCOEvaluator
+from .coco_detr import dataloader
 
-dataloader = OmegaConf.create()
+_train_sizes = list(range(224, 353, 32))
+_plain, _with_crop = dataloader.train.mapper.augmentation, dataloader.train.mapper.augmentation_with_crop
 
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="synthetic_train"),
-    mapper=L(DetrDatasetMapper)(
-        augmentation=[
-            L(RandomFlip)(),
-            L(ResizeShortestEdge)(
-                short_edge_length=list(range(224, 353, 32)),
-                max_size=512,
-                sample_style="choice",
-            ),
-        ],
-        augmentation_with_crop=[
-            L(RandomFlip)(),
-            L(ResizeShortestEdge)(short_edge_length=[256, 288, 320], sample_style="choice"),
-            L(RandomCrop)(crop_type="absolute_range", crop_size=[192, 288]),
-            L(ResizeShortestEdge)(
-                short_edge_length=list(range(224, 353, 32)),
-                max_size=512,
-                sample_style="choice",
-            ),
-        ],
-        is_train=True,
-    ),
-    total_batch_size=4,
-    num_workers=2,
-)
+dataloader.train.dataset.names = "synthetic_train"
+_plain[1].short_edge_length = _train_sizes
+_plain[1].max_size = 512
+_with_crop[1].short_edge_length = [256, 288, 320]
+_with_crop[2].crop_size = [192, 288]
+_with_crop[3].short_edge_length = _train_sizes
+_with_crop[3].max_size = 512
+dataloader.train.total_batch_size = 4
+dataloader.train.num_workers = 2
 
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="synthetic_val", filter_empty=False),
-    mapper=L(DetrDatasetMapper)(
-        augmentation=[L(ResizeShortestEdge)(short_edge_length=320, max_size=512)],
-        is_train=False,
-    ),
-    num_workers=2,
-)
-
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
+dataloader.test.dataset.names = "synthetic_val"
+dataloader.test.mapper.augmentation[0].short_edge_length = 320
+dataloader.test.mapper.augmentation[0].max_size = 512
+dataloader.test.num_workers = 2

@@ -1,0 +1,1 @@
+"""Modeling pieces shared by every detector of the project: image batching, and later backbones, DETR layers."""
