@@ -1,0 +1,186 @@
+"""Multi-scale deformable attention (Deformable DETR), in pure PyTorch.
+
+Every query attends to ``num_points`` sampled locations per head and per feature level. The locations are a
+reference point (or box) plus offsets predicted from the query; the values there are read by bilinear
+interpolation and mixed with softmax weights, also predicted from the query.
+
+All sampling goes through :func:`ms_deform_attn_sampling`, so a faster kernel can replace it in one place.
+
+Conventions:
+
+* The flattened value sequence holds the levels one after the other, each level row-major ``(h, w)``.
+* ``spatial_shapes[l] = (h_l, w_l)``; ``level_start_index[l] = sum_{k<l} h_k * w_k``.
+* Locations are normalised to ``[0, 1]`` over the (padded) feature map, ``(x, y)`` order, ``(0, 0)`` the
+  top-left corner of the top-left pixel. Samples outside the map read zeros (``align_corners=False``,
+  ``padding_mode="zeros"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn_sampling"]
+
+SpatialShapes = Tensor | Sequence[Sequence[int]]
+
+
+def _shapes_as_list(spatial_shapes: SpatialShapes) -> list[tuple[int, int]]:
+    if isinstance(spatial_shapes, Tensor):
+        spatial_shapes = spatial_shapes.tolist()
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def ms_deform_attn_sampling(
+    value: Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: Tensor | None,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Bilinear sampling of a multi-level value map, summed with attention weights.
+
+    Computes, for each batch element ``b``, query ``q`` and head ``m``::
+
+        out[b, q, m] = sum_{l, p} attention_weights[b, q, m, l, p] * bilinear(value_l[b, :, m], loc[b, q, m, l, p])
+
+    Args:
+        value: ``[B, S, M, D]`` values split into ``M`` heads of ``D`` channels, ``S = sum_l h_l * w_l``.
+        spatial_shapes: ``[L, 2]`` long tensor (or a sequence) of ``(h_l, w_l)``.
+        level_start_index: ``[L]`` offsets of the levels in ``S``; unused here (the offsets follow from
+            ``spatial_shapes``), accepted so that a fused kernel can take the same arguments. May be ``None``.
+        sampling_locations: ``[B, Q, M, L, P, 2]`` normalised ``(x, y)`` locations in ``[0, 1]``.
+        attention_weights: ``[B, Q, M, L, P]`` weights (softmax-normalised over ``L * P`` by the caller).
+
+    Returns:
+        ``[B, Q, M * D]`` tensor, channels ordered head-major, in the promoted dtype of ``value`` and
+        ``sampling_locations`` (float32 when either is float32).
+    """
+    del level_start_index
+    shapes = _shapes_as_list(spatial_shapes)
+    batch, num_value, num_heads, head_dim = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    if sum(h * w for h, w in shapes) != num_value:
+        raise ValueError(f"spatial_shapes {shapes} cover {sum(h * w for h, w in shapes)} values, value has {num_value}")
+    if len(shapes) != num_levels:
+        raise ValueError(f"spatial_shapes has {len(shapes)} levels, sampling_locations has {num_levels}")
+
+    dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
+    value = value.to(dtype)
+    grids = 2 * sampling_locations.to(dtype) - 1
+    per_level = value.split([h * w for h, w in shapes], dim=1)
+    sampled = []
+    for level, (h, w) in enumerate(shapes):
+        value_l = per_level[level].flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, h, w)
+        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    sampled = torch.stack(sampled, dim=-2).flatten(-2)
+    weights = attention_weights.to(dtype).transpose(1, 2).reshape(batch * num_heads, 1, num_queries, -1)
+    output = (sampled * weights).sum(-1).view(batch, num_heads * head_dim, num_queries)
+    return output.transpose(1, 2).contiguous()
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Multi-scale deformable attention with value/output projections.
+
+    Parameters (shapes for ``E = embed_dim``, ``M = num_heads``, ``L = num_levels``, ``P = num_points``):
+    ``sampling_offsets`` Linear(E, M*L*P*2), ``attention_weights`` Linear(E, M*L*P), ``value_proj`` and
+    ``output_proj`` Linear(E, E). The output projection is applied, but no dropout and no residual (the
+    caller's layer adds them).
+
+    Args:
+        embed_dim: channels of queries, values and output.
+        num_heads: attention heads; ``embed_dim`` must be divisible by it.
+        num_levels: feature levels of the value.
+        num_points: sampling points per head and level.
+    """
+
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero offset weights with a bias fanning the points out per head; uniform attention; xavier projections.
+
+        Head ``m`` points in direction ``angle = 2 * pi * m / M``, scaled so that the larger of ``|cos|``,
+        ``|sin|`` is 1; point ``p`` (0-based) of every level sits ``p + 1`` times further along it.
+        """
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)
+        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+        steps = torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        grid = directions.view(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1) * steps
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        value: Tensor,
+        spatial_shapes: SpatialShapes,
+        level_start_index: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Attends from each query to sampled locations of the multi-level value.
+
+        Args:
+            query: ``[B, Q, E]`` queries (position embedding already added by the caller).
+            reference_points: ``[B, Q, L, 2]`` normalised ``(x, y)`` points, or ``[B, Q, L, 4]`` normalised
+                ``(cx, cy, w, h)`` boxes, one per level (already scaled by the valid ratios if the caller wants).
+                With points, offsets are in pixels of each level; with boxes, an offset of ``P`` spans half the
+                box size.
+            value: ``[B, S, E]`` flattened multi-level features, ``S = sum_l h_l * w_l``.
+            spatial_shapes: ``[L, 2]`` long tensor (or a sequence) of ``(h_l, w_l)``.
+            level_start_index: ``[L]`` start of each level in ``S`` (passed on to the sampling kernel).
+            key_padding_mask: ``[B, S]`` bool, ``True`` on padded value positions (their values are zeroed).
+
+        Returns:
+            ``[B, Q, E]`` tensor, in the dtype of the projected value.
+        """
+        batch, num_queries, _ = query.shape
+        num_value = value.shape[1]
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.0)
+        value = value.view(batch, num_value, self.num_heads, self.embed_dim // self.num_heads)
+        locations = self._sampling_locations(query, reference_points, spatial_shapes)
+        weights = self.attention_weights(query).view(batch, num_queries, self.num_heads, -1).softmax(-1)
+        weights = weights.view(batch, num_queries, self.num_heads, self.num_levels, self.num_points)
+        output = ms_deform_attn_sampling(value, spatial_shapes, level_start_index, locations, weights)
+        return self.output_proj(output.to(value.dtype))
+
+    def _sampling_locations(self, query: Tensor, reference_points: Tensor, spatial_shapes: SpatialShapes) -> Tensor:
+        """Reference points/boxes plus predicted offsets: ``[B, Q, M, L, P, 2]`` normalised ``(x, y)``."""
+        batch, num_queries, _ = query.shape
+        offsets = self.sampling_offsets(query).view(
+            batch, num_queries, self.num_heads, self.num_levels, self.num_points, 2
+        )
+        ref = reference_points[:, :, None, :, None, :]
+        if reference_points.shape[-1] == 2:
+            shapes = torch.as_tensor(spatial_shapes, device=query.device)
+            normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], dim=-1)
+            return ref + offsets / normalizer[None, None, None, :, None, :]
+        if reference_points.shape[-1] == 4:
+            return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
+        raise ValueError(f"reference_points must end in 2 (points) or 4 (boxes), got shape {reference_points.shape}")

@@ -1,0 +1,5 @@
+"""Necks between the backbone and the transformer."""
+
+from .channel_mapper import ChannelMapper
+
+__all__ = ["ChannelMapper"]

@@ -1,0 +1,194 @@
+"""Multi-scale deformable attention against a slow reference with explicit bilinear interpolation."""
+
+import math
+
+import pytest
+import torch
+
+from modeling.layers import MultiScaleDeformableAttention, ms_deform_attn_sampling
+
+SHAPES = [(3, 4), (2, 2)]
+
+
+def _bilinear(feature, x, y):
+    """Reads ``feature[C, H, W]`` at pixel coordinates ``(x, y)`` (pixel centres at integers), zeros outside."""
+    _, height, width = feature.shape
+    x0, y0 = math.floor(x), math.floor(y)
+    result = torch.zeros(feature.shape[0], dtype=feature.dtype)
+    for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+        weight = (1 - abs(x - xi)) * (1 - abs(y - yi))
+        if 0 <= xi < width and 0 <= yi < height:
+            result += weight * feature[:, yi, xi]
+    return result
+
+
+def _reference_sampling(value, shapes, locations, weights):
+    """Loops over batch, query, head, level and point; ``value [B, S, M, D]`` -> ``[B, Q, M * D]``."""
+    batch, _, heads, dim = value.shape
+    _, queries, _, levels, points, _ = locations.shape
+    starts = [0]
+    for h, w in shapes:
+        starts.append(starts[-1] + h * w)
+    out = torch.zeros(batch, queries, heads, dim, dtype=value.dtype)
+    for b in range(batch):
+        for q in range(queries):
+            for m in range(heads):
+                for level, (h, w) in enumerate(shapes):
+                    feature = value[b, starts[level] : starts[level + 1], m].T.reshape(dim, h, w)
+                    for p in range(points):
+                        x = locations[b, q, m, level, p, 0].item() * w - 0.5
+                        y = locations[b, q, m, level, p, 1].item() * h - 0.5
+                        out[b, q, m] += weights[b, q, m, level, p] * _bilinear(feature, x, y)
+    return out.flatten(2)
+
+
+def _sampling_inputs(dtype=torch.float64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    num_value = sum(h * w for h, w in SHAPES)
+    value = torch.randn(2, num_value, 2, 3, dtype=dtype, generator=generator)
+    locations = torch.rand(2, 3, 2, len(SHAPES), 2, 2, dtype=dtype, generator=generator) * 1.4 - 0.2
+    weights = torch.rand(2, 3, 2, len(SHAPES), 2, dtype=dtype, generator=generator)
+    return value, locations, weights
+
+
+def _level_start_index(shapes):
+    sizes = torch.tensor([h * w for h, w in shapes])
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+def test_sampling_matches_explicit_bilinear_loops():
+    value, locations, weights = _sampling_inputs()
+    expected = _reference_sampling(value, SHAPES, locations, weights)
+    spatial_shapes = torch.tensor(SHAPES)
+    actual = ms_deform_attn_sampling(value, spatial_shapes, _level_start_index(SHAPES), locations, weights)
+    assert actual.shape == (2, 3, 6)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ms_deform_attn_sampling(value, SHAPES, None, locations, weights), actual)
+
+
+def test_sampling_outside_the_map_reads_zeros():
+    value, locations, weights = _sampling_inputs()
+    far = torch.full_like(locations, 5.0)
+    assert ms_deform_attn_sampling(value, SHAPES, None, far, weights).abs().max() == 0
+
+
+def test_sampling_rejects_wrong_spatial_shapes():
+    value, locations, weights = _sampling_inputs()
+    with pytest.raises(ValueError, match="cover"):
+        ms_deform_attn_sampling(value, [(3, 4), (2, 3)], None, locations, weights)
+
+
+def test_sampling_gradcheck():
+    value, locations, weights = _sampling_inputs()
+    locations = (locations * 0.5 + 0.25).detach()  # away from pixel-centre kinks
+    inputs = tuple(t.clone().requires_grad_(True) for t in (value, locations, weights))
+    assert torch.autograd.gradcheck(
+        lambda v, loc, w: ms_deform_attn_sampling(v, SHAPES, None, loc, w), inputs, eps=1e-6, atol=1e-5
+    )
+
+
+def _module_and_inputs(num_points=2, seed=0):
+    torch.manual_seed(seed)
+    attn = MultiScaleDeformableAttention(embed_dim=8, num_heads=2, num_levels=len(SHAPES), num_points=num_points)
+    with torch.no_grad():
+        for param in attn.parameters():
+            param.copy_(torch.randn_like(param) * 0.3)
+    num_value = sum(h * w for h, w in SHAPES)
+    query, value = torch.randn(2, 3, 8), torch.randn(2, num_value, 8)
+    return attn.double(), query.double(), value.double()
+
+
+def _reference_module(attn, query, reference_points, value, mask=None):
+    """Deformable attention written out with the slow sampler."""
+    batch, queries, _ = query.shape
+    heads, levels, points = attn.num_heads, attn.num_levels, attn.num_points
+    projected = attn.value_proj(value)
+    if mask is not None:
+        projected = projected * (~mask)[..., None]
+    projected = projected.view(batch, value.shape[1], heads, -1)
+    offsets = attn.sampling_offsets(query).view(batch, queries, heads, levels, points, 2)
+    logits = attn.attention_weights(query).view(batch, queries, heads, levels * points)
+    weights = logits.softmax(-1).view(batch, queries, heads, levels, points)
+    locations = torch.empty_like(offsets)
+    for level, (h, w) in enumerate(SHAPES):
+        ref = reference_points[:, :, None, level, None, :]
+        if reference_points.shape[-1] == 2:
+            size = torch.tensor([w, h], dtype=query.dtype)
+            locations[:, :, :, level] = ref + offsets[:, :, :, level] / size
+        else:
+            scale = ref[..., 2:] * 0.5 / points
+            locations[:, :, :, level] = ref[..., :2] + offsets[:, :, :, level] * scale
+    return attn.output_proj(_reference_sampling(projected, SHAPES, locations, weights))
+
+
+@pytest.mark.parametrize("ref_dim", [2, 4])
+def test_module_matches_reference(ref_dim):
+    attn, query, value = _module_and_inputs()
+    reference_points = torch.rand(2, 3, len(SHAPES), ref_dim, dtype=torch.float64)
+    expected = _reference_module(attn, query, reference_points, value)
+    spatial_shapes = torch.tensor(SHAPES)
+    actual = attn(query, reference_points, value, spatial_shapes, _level_start_index(SHAPES))
+    assert actual.shape == (2, 3, 8)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_padding_mask_zeroes_values():
+    attn, query, value = _module_and_inputs()
+    reference_points = torch.rand(2, 3, len(SHAPES), 2, dtype=torch.float64)
+    mask = torch.zeros(2, value.shape[1], dtype=torch.bool)
+    mask[0, -4:] = True
+    mask[1, 2:5] = True
+    expected = _reference_module(attn, query, reference_points, value, mask)
+    actual = attn(query, reference_points, value, SHAPES, key_padding_mask=mask)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    perturbed = value.masked_fill(mask[..., None], 1e3)
+    torch.testing.assert_close(attn(query, reference_points, perturbed, SHAPES, key_padding_mask=mask), actual)
+
+
+def test_initialisation_matches_official_scheme():
+    attn = MultiScaleDeformableAttention(embed_dim=32, num_heads=8, num_levels=3, num_points=4)
+    assert attn.sampling_offsets.weight.shape == (8 * 3 * 4 * 2, 32)
+    assert attn.attention_weights.weight.shape == (8 * 3 * 4, 32)
+    assert attn.value_proj.weight.shape == attn.output_proj.weight.shape == (32, 32)
+    assert attn.sampling_offsets.weight.abs().max() == 0
+    assert attn.attention_weights.weight.abs().max() == 0 and attn.attention_weights.bias.abs().max() == 0
+    assert attn.value_proj.bias.abs().max() == 0 and attn.output_proj.bias.abs().max() == 0
+    bias = attn.sampling_offsets.bias.view(8, 3, 4, 2)
+    directions = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)]
+    for head, direction in enumerate(directions):
+        for point in range(4):
+            expected = torch.tensor(direction, dtype=torch.float32) * (point + 1)
+            torch.testing.assert_close(bias[head, :, point], expected.expand(3, 2), atol=1e-5, rtol=0)
+    bound = math.sqrt(6 / (32 + 32))
+    assert attn.value_proj.weight.abs().max() <= bound and attn.value_proj.weight.std() > bound / 4
+
+
+def test_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiScaleDeformableAttention(embed_dim=30, num_heads=8)
+    attn, query, value = _module_and_inputs()
+    with pytest.raises(ValueError, match="2 .points. or 4"):
+        attn(query, torch.rand(2, 3, len(SHAPES), 3, dtype=torch.float64), value, SHAPES)
+
+
+def test_gradients_reach_all_parameters_and_inputs():
+    attn, query, value = _module_and_inputs()
+    attn = attn.float()
+    query = query.float().requires_grad_(True)
+    value = value.float().requires_grad_(True)
+    reference_points = torch.rand(2, 3, len(SHAPES), 4, requires_grad=True)
+    attn(query, reference_points, value, torch.tensor(SHAPES)).square().sum().backward()
+    for tensor in [query, value, reference_points, *attn.parameters()]:
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+
+
+def test_autocast_bfloat16_on_cpu():
+    attn, query, value = _module_and_inputs()
+    attn, query, value = attn.float(), query.float(), value.float()
+    reference_points = torch.rand(2, 3, len(SHAPES), 2)
+    expected = attn(query, reference_points, value, torch.tensor(SHAPES))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = attn(query, reference_points, value, torch.tensor(SHAPES))
+    assert actual.dtype == torch.bfloat16
+    assert torch.isfinite(actual.float()).all()
+    torch.testing.assert_close(actual.float(), expected, rtol=0.1, atol=0.15)
