@@ -1,0 +1,1 @@
+"""CenterNetLite: a small, fast CenterNet-style detector used to check the engine and evaluator end to end."""
