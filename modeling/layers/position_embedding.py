@@ -74,6 +74,9 @@ class PositionEmbeddingSine(nn.Module):
         self.scale = scale
         self.eps = eps
         self.offset = offset
+        # The frequencies are buffers (as in the official implementations), so checkpoints carry them.
+        self.register_buffer("dim_tx", sine_frequencies(num_pos_feats, self.temperature_x))
+        self.register_buffer("dim_ty", sine_frequencies(num_pos_feats, self.temperature_y))
 
     def forward(self, mask: Tensor) -> Tensor:
         """Embeds every pixel position of a batch of padded maps.
@@ -94,10 +97,8 @@ class PositionEmbeddingSine(nn.Module):
         else:
             y_pos = y_pos + self.offset
             x_pos = x_pos + self.offset
-        freq_x = sine_frequencies(self.num_pos_feats, self.temperature_x, mask.device)
-        freq_y = sine_frequencies(self.num_pos_feats, self.temperature_y, mask.device)
-        pos_x = _interleave_sin_cos(x_pos[..., None] / freq_x)
-        pos_y = _interleave_sin_cos(y_pos[..., None] / freq_y)
+        pos_x = _interleave_sin_cos(x_pos[..., None] / self.dim_tx)
+        pos_y = _interleave_sin_cos(y_pos[..., None] / self.dim_ty)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:

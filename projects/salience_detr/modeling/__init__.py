@@ -1,5 +1,10 @@
 """Modeling pieces that Salience DETR adds to the shared two-stage DETR core."""
 
+from .background_embedding import BackgroundEmbedding
+from .filtered_encoder import SalienceEncoder, SalienceEncoderLayer, SelectedTokenAttention
+from .redundancy_removal import RedundancyRemovalSelector, unit_boxes
+from .salience_detr import SalienceDETR
+from .salience_prediction import SaliencePredictor, TopDownSalience
 from .salience_supervision import (
     DEFAULT_LIMIT_RANGE,
     SalienceLoss,
@@ -7,11 +12,30 @@ from .salience_supervision import (
     salience_focal_loss,
     salience_target_maps,
 )
+from .salience_transformer import SalienceTransformer
+from .token_filter import HierarchicalTokenFilter, TokenSelection
+from .token_fusion import CSPRepLayer, GlobalContextGate, RepVGGPluXBlock, RepVGGPluXNetwork
 
 __all__ = [
     "DEFAULT_LIMIT_RANGE",
+    "BackgroundEmbedding",
+    "CSPRepLayer",
+    "GlobalContextGate",
+    "HierarchicalTokenFilter",
+    "RedundancyRemovalSelector",
+    "RepVGGPluXBlock",
+    "RepVGGPluXNetwork",
+    "SalienceDETR",
+    "SalienceEncoder",
+    "SalienceEncoderLayer",
     "SalienceLoss",
+    "SaliencePredictor",
+    "SalienceTransformer",
+    "SelectedTokenAttention",
+    "TokenSelection",
+    "TopDownSalience",
     "feature_strides",
     "salience_focal_loss",
     "salience_target_maps",
+    "unit_boxes",
 ]

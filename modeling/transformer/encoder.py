@@ -1,0 +1,114 @@
+"""Deformable transformer encoder (Deformable DETR): every token attends to sampled points of all levels."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from modeling.layers import MultiScaleDeformableAttention
+
+from .ffn import FFN
+from .heads import clone_modules
+from .multi_level import MultiLevelTokens, encoder_reference_points
+
+__all__ = ["DeformableEncoder", "DeformableEncoderLayer"]
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Deformable self-attention then FFN, each with a residual and a post-LayerNorm.
+
+    Args:
+        embed_dim: token channels ``E``.
+        num_heads: attention heads.
+        d_ffn: hidden channels of the FFN.
+        num_levels: feature levels ``L``.
+        num_points: sampling points per head and level.
+        dropout: dropout on the residual branches.
+        activation: FFN activation (``relu``, ``gelu``, ``silu``).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        d_ffn: int = 1024,
+        num_levels: int = 4,
+        num_points: int = 4,
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.self_attn = MultiScaleDeformableAttention(
+            embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points
+        )
+        self.self_attn_dropout = nn.Dropout(dropout)
+        self.self_attn_norm = nn.LayerNorm(embed_dim)
+        self.ffn = FFN(embed_dim, d_ffn, dropout, activation)
+
+    def forward(
+        self,
+        query: Tensor,
+        query_pos: Tensor,
+        value: Tensor,
+        reference_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Updates ``N`` query tokens by attending to the flattened multi-level ``value``.
+
+        Args:
+            query: ``[B, N, E]`` tokens to update (all tokens, or a selected subset).
+            query_pos: ``[B, N, E]`` their position embeddings.
+            value: ``[B, S, E]`` flattened multi-level features.
+            reference_points: ``[B, N, L, 2]`` normalised ``(x, y)`` per level.
+            spatial_shapes: ``[L, 2]`` ``(h_l, w_l)``.
+            level_start_index: ``[L]``.
+            key_padding_mask: ``[B, S]``, ``True`` on padded value tokens.
+
+        Returns:
+            ``[B, N, E]`` updated tokens.
+        """
+        attended = self.self_attn(
+            query + query_pos, reference_points, value, spatial_shapes, level_start_index, key_padding_mask
+        )
+        query = self.self_attn_norm(query + self.self_attn_dropout(attended))
+        return self.ffn(query)
+
+
+class DeformableEncoder(nn.Module):
+    """``num_layers`` copies of an encoder layer, each attending to the output of the previous one.
+
+    Args:
+        layer: the layer to copy (e.g. :class:`DeformableEncoderLayer`).
+        num_layers: number of layers.
+    """
+
+    def __init__(self, layer: nn.Module, num_layers: int = 6):
+        super().__init__()
+        self.layers = clone_modules(layer, num_layers)
+        self.num_layers = num_layers
+        self.embed_dim = layer.embed_dim
+
+    def forward(self, tokens: MultiLevelTokens) -> Tensor:
+        """Encodes all tokens.
+
+        Args:
+            tokens: flattened multi-level inputs.
+
+        Returns:
+            ``[B, S, E]`` memory.
+        """
+        reference_points = encoder_reference_points(tokens.shapes, tokens.valid_ratios)
+        output = tokens.feats
+        for layer in self.layers:
+            output = layer(
+                output,
+                tokens.pos,
+                output,
+                reference_points,
+                tokens.spatial_shapes,
+                tokens.level_start_index,
+                tokens.mask,
+            )
+        return output

@@ -1,0 +1,146 @@
+"""Salience DETR as a model: parameter counts, a full training step, and awkward batches.
+
+Parameter counts are ``sum(p.numel() for p in model.parameters())``: every parameter once, frozen ones (stem and
+``layer1`` of the backbone) included; frozen batch-norm statistics and affine terms are buffers and do not count.
+The ResNet-50 count uses a randomly initialised backbone (no pretrained download) and 91 classes, as the issue
+states the official number.
+"""
+
+import os
+
+import pytest
+import torch
+
+from engine.lazy import LazyConfig, instantiate
+from tests.parity_fixtures import load_spec
+from tests.projects.salience_detr_spec import ROOT, model_config_from_spec, r50_model_config
+
+OFFICIAL_R50_4SCALE_PARAMETERS = 56_080_495
+
+
+def _num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_official_r50_4scale_parameter_count():
+    cfg = r50_model_config()
+    cfg.num_classes = 91
+    assert _num_parameters(instantiate(cfg)) == OFFICIAL_R50_4SCALE_PARAMETERS
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec("salience_detr_tiny")
+
+
+def test_tiny_spec_parameter_count(spec):
+    assert _num_parameters(instantiate(model_config_from_spec(spec))) == spec["num_parameters"]
+
+
+def _record(height, width, boxes, labels, seed):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    return {
+        "image": image,
+        "height": 2 * height,
+        "width": 2 * width,
+        "image_id": seed,
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+def _awkward_batch(num_classes):
+    """No objects, one object, many small objects; three different image sizes."""
+    small = [[x, y, x + 5.0, y + 4.0] for x in range(2, 120, 10) for y in range(3, 90, 11)]
+    return [
+        _record(96, 128, [], [], seed=0),
+        _record(80, 64, [[10.0, 12.0, 50.0, 70.0]], [num_classes - 1], seed=1),
+        _record(100, 130, small, [i % num_classes for i in range(len(small))], seed=2),
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(spec):
+    torch.manual_seed(0)
+    model = instantiate(model_config_from_spec(spec))
+    # The box heads' last layers start at zero, which zeroes the gradients of their hidden layers; perturb them
+    # so that every parameter must receive a non-zero gradient.
+    with torch.no_grad():
+        for head in [model.transformer.enc_box_head, *model.transformer.decoder.box_heads]:
+            head.layers[-1].weight.normal_(std=1e-3)
+    return model
+
+
+def test_training_step_reaches_every_trainable_parameter(tiny_model, spec):
+    tiny_model.train()
+    tiny_model.zero_grad()
+    losses = tiny_model(_awkward_batch(spec["num_classes"]))
+    expected = {"loss_class", "loss_bbox", "loss_giou", "loss_class_enc", "loss_class_dn", "loss_class_dn_0"}
+    assert expected | {"loss_class_0", "loss_salience"} <= set(losses)
+    assert set(losses) <= set(tiny_model.criterion.weight_dict)
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    sum(losses.values()).backward()
+    trainable = {n: p for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert not [n for n, p in trainable.items() if p.grad is None], "parameters without gradient"
+    assert not [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()], "non-finite gradients"
+    assert not [n for n, p in trainable.items() if p.grad.abs().sum() == 0], "parameters with zero gradient"
+    frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("backbone.conv1", "backbone.layer1")) for n in frozen)
+
+
+def test_inference_on_awkward_batch(tiny_model, spec):
+    tiny_model.eval()
+    batch = _awkward_batch(spec["num_classes"])
+    with torch.no_grad():
+        detections = tiny_model(batch)
+        alone = tiny_model(batch[1:2])
+    assert len(detections) == len(batch)
+    for result, record in zip(detections, batch):
+        assert result["boxes"].shape == (spec["postprocess_topk"], 4)
+        assert result["scores"].shape == result["labels"].shape == (spec["postprocess_topk"],)
+        assert bool(((result["labels"] >= 0) & (result["labels"] < spec["num_classes"])).all())
+        assert torch.isfinite(result["boxes"]).all()
+        centres_x = (result["boxes"][:, 0] + result["boxes"][:, 2]) / 2
+        assert bool((centres_x <= record["width"] + 1e-3).all())  # in original-image pixels (2x the input)
+    assert alone[0]["boxes"].shape == (spec["postprocess_topk"], 4)
+
+
+def test_single_image_training_batch_of_one(tiny_model, spec):
+    tiny_model.train()
+    losses = tiny_model([_record(128, 160, [[20.0, 30.0, 90.0, 100.0]], [0], seed=3)])
+    assert torch.isfinite(sum(losses.values()))
+
+
+CONFIG_DIR = os.path.join(ROOT, "projects", "salience_detr", "configs")
+
+
+def test_coco_configs_follow_the_official_recipe():
+    cfg12 = LazyConfig.load(os.path.join(CONFIG_DIR, "salience_detr_r50_4scale_12ep.py"))
+    assert cfg12.optimizer.lr == 1e-4 and cfg12.optimizer.weight_decay == 1e-4
+    assert cfg12.train.lr_reference_batch_size == 10 and cfg12.dataloader.train.total_batch_size == 10
+    params = cfg12.optimizer.params
+    assert params.weight_decay_norm == 0 and params.weight_decay_bias == 0
+    assert params.lr_factors == {"backbone": 0.1, "sampling_offsets": 0.1, "reference_points": 0.1}
+    assert cfg12.train.clip_grad.enabled and cfg12.train.clip_grad.params.max_norm == 0.1
+    assert cfg12.lr_multiplier.warmup_iters == 1000
+    assert cfg12.train.epochs == 12 and list(cfg12.lr_multiplier.scheduler.milestones) == [10]
+    cfg24 = LazyConfig.load(os.path.join(CONFIG_DIR, "salience_detr_r50_4scale_24ep.py"))
+    assert cfg24.train.epochs == 24 and list(cfg24.lr_multiplier.scheduler.milestones) == [20]
+    assert cfg24.lr_multiplier.scheduler.num_updates == 24
+    assert cfg12.model.criterion.weight_dict.num_decoder_layers == 6  # interpolated from the decoder
+    assert cfg12.model.transformer.decoder.num_classes == cfg12.model.num_classes == 80
+
+
+@pytest.mark.slow
+def test_synthetic_config_trains_and_evaluates_with_train_net(tmp_path):
+    from engine.defaults import default_argument_parser
+    from tests.tools.train_net_helpers import register_tiny, tiny_opts
+    from tools import train_net
+
+    names = register_tiny(str(tmp_path / "data"), "salience_synthetic_smoke")
+    opts = tiny_opts(str(tmp_path / "out"), names, max_iter=3, **{"train.eval_period": 3})
+    config = os.path.join(CONFIG_DIR, "salience_detr_r18_synthetic.py")
+    train_net.main(default_argument_parser().parse_args(["--config-file", config, *opts]))
+    assert os.path.isfile(tmp_path / "out" / "model_final.pth")
+    assert os.path.isfile(tmp_path / "out" / "config.yaml")
