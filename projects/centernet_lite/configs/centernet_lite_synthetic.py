@@ -14,15 +14,12 @@ model = L(CenterNetLite)(num_classes=len(THING_CLASSES), width=16, feature_chann
 optimizer.lr = 2e-3
 optimizer.weight_decay = 1e-4
 
-train.max_iter = 1500
-train.eval_period = 500
+train.max_iter = 600
+train.eval_period = 300
 train.log_period = 20
-train.checkpointer.period = 500
+train.checkpointer.period = 300
 train.output_dir = "./output/centernet_lite_synthetic"
 train.device = "auto"
 
 # Drop the lr x0.1 for the last sixth of training, after a short warmup.
-lr_multiplier = multistep_schedule(12, 10, warmup_iters=100)
-
-dataloader.train.total_batch_size = 8
-dataloader.train.num_workers = 2
+lr_multiplier = multistep_schedule(12, 10, warmup_iters=50)
