@@ -11,6 +11,7 @@ from torch import nn
 
 from engine import hooks
 from engine.checkpoint import DetectionCheckpointer
+from engine.ema import ModelEMA
 from engine.events import JSONWriter
 from engine.solver import LRMultiplier, WarmupParamScheduler, get_default_optimizer_params, iterations_from_epochs
 from engine.train_loop import AMPTrainer, HookBase, SimpleTrainer
@@ -48,9 +49,10 @@ class ToyLoader:
             k += 1
 
 
-def _build(tmp_path, max_iter=20, amp=False, seed=3):
+def _build(tmp_path, max_iter=20, amp=False, seed=3, ema_decay=None):
     torch.manual_seed(0)
     model = ToyModel()
+    ema_hook = hooks.EMAHook(ModelEMA(model, decay=ema_decay, warmup=0), model) if ema_decay else None
     opt = torch.optim.AdamW(get_default_optimizer_params(model, base_lr=0.01, weight_decay_norm=0.0), lr=0.01)
     cls = AMPTrainer if amp else SimpleTrainer
     trainer = cls(model, ToyLoader(), opt, clip_grad_params={"max_norm": 1.0}, seed=seed)
@@ -63,6 +65,7 @@ def _build(tmp_path, max_iter=20, amp=False, seed=3):
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
+            ema_hook,  # before the checkpointer (as in train_net), so checkpoints hold the step's EMA
             hooks.LRScheduler(scheduler=sched),
             hooks.PeriodicCheckpointer(ckpt, period=10, max_iter=max_iter),
         ]
@@ -281,3 +284,33 @@ def test_checkpoint_of_another_model_is_an_error(tmp_path):
     (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="Cannot read checkpoint .*corrupt.pth"):
         DetectionCheckpointer(ToyModel()).load(str(tmp_path / "corrupt.pth"))
+
+
+def test_ema_tracks_weights_restores_after_eval_and_resumes(tmp_path):
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = ModelEMA(model, decay=0.5, warmup=0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)  # 0.5 * 1 + 0.5 * 3
+    assert torch.allclose(ema.state["weight"], torch.full((1, 2), 2.0))
+    with ema.apply_to(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), 2.0))
+    assert torch.allclose(model.weight, torch.full((1, 2), 3.0))  # training weights back after evaluation
+
+    ramped = ModelEMA(model, decay=0.9, warmup=10)
+    ramped.update(model)
+    assert ramped.current_decay() == pytest.approx(0.9 * (1 - math.exp(-1 / 10)))
+
+    # The EMA hook's state goes through the trainer's checkpoint and comes back on resume.
+    net, trainer, ckpt = _build(tmp_path, max_iter=10, ema_decay=0.9)
+    trainer.train(0, 10)
+    saved = trainer.state_dict()["hooks"]["EMAHook"]
+    assert saved["updates"] == 10
+    net2, trainer2, ckpt2 = _build(tmp_path, max_iter=10, ema_decay=0.9)
+    hook2 = next(h for h in trainer2.hooks if isinstance(h, hooks.EMAHook))
+    ckpt2.resume_or_load("", resume=True)
+    assert hook2.ema.updates == 10
+    for key, value in saved["state"].items():
+        assert torch.equal(hook2.ema.state[key], value), key
