@@ -132,6 +132,11 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
         path = os.path.join(output_dir, "config.yaml")
         LazyConfig.save(cfg, path)
         logger.info(f"Full config saved to {path}")
+    if comm.get_local_size() > 1 and not torch.cuda.is_available():
+        # CPU workers of one machine share its cores; without this each would start one thread per core.
+        threads = max(1, (os.cpu_count() or 1) // comm.get_local_size())
+        torch.set_num_threads(threads)
+        logger.info(f"{comm.get_local_size()} CPU processes on this machine: {threads} torch thread(s) each")
     seed = resolve_seed(cfg.train.get("seed", -1))
     seed_all_rng(seed + rank)
     if cfg.train.get("cudnn_benchmark", False):
