@@ -20,8 +20,11 @@ def register_tiny(root: str, prefix: str) -> tuple[str, str]:
     return f"{prefix}_train", f"{prefix}_val"
 
 
-def tiny_opts(output_dir: str, names: tuple[str, str], max_iter: int, **extra) -> list[str]:
-    """Overrides that make the synthetic config train in seconds: small images, batch 2, short schedule."""
+def tiny_opts(output_dir: str, names: tuple[str, str], max_iter: int, crop: bool = True, **extra) -> list[str]:
+    """Overrides that make a synthetic config train in seconds: small images, batch 2, short schedule.
+
+    ``crop=False`` turns the crop branch of the training augmentation off instead of shrinking it.
+    """
     train_name, val_name = names
     opts = {
         "train.output_dir": output_dir,
@@ -37,13 +40,20 @@ def tiny_opts(output_dir: str, names: tuple[str, str], max_iter: int, **extra) -
         "dataloader.test.num_workers": 0,
         "dataloader.train.mapper.augmentation.1.short_edge_length": "[128,160]",
         "dataloader.train.mapper.augmentation.1.max_size": 224,
-        "dataloader.train.mapper.augmentation_with_crop.1.short_edge_length": "[160]",
-        "dataloader.train.mapper.augmentation_with_crop.2.crop_size": "[96,128]",
-        "dataloader.train.mapper.augmentation_with_crop.3.short_edge_length": "[128,160]",
-        "dataloader.train.mapper.augmentation_with_crop.3.max_size": 224,
         "dataloader.test.mapper.augmentation.0.short_edge_length": 128,
         "dataloader.test.mapper.augmentation.0.max_size": 224,
     }
+    if crop:
+        opts.update(
+            {
+                "dataloader.train.mapper.augmentation_with_crop.1.short_edge_length": "[160]",
+                "dataloader.train.mapper.augmentation_with_crop.2.crop_size": "[96,128]",
+                "dataloader.train.mapper.augmentation_with_crop.3.short_edge_length": "[128,160]",
+                "dataloader.train.mapper.augmentation_with_crop.3.max_size": 224,
+            }
+        )
+    else:
+        opts["dataloader.train.mapper.augmentation_with_crop"] = "null"
     opts.update(extra)
     return [f"{k}={v}" for k, v in opts.items()]
 
