@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "INVERSE_SIGMOID_EPS",
+    "inverse_sigmoid",
     "box_area",
     "box_cxcywh_to_xyxy",
     "box_iou",
@@ -187,3 +189,15 @@ def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """
     intersection, union, enclosing = _overlaps(boxes1, boxes2, pairwise=False)
     return intersection / union - (enclosing - union) / enclosing
+
+
+INVERSE_SIGMOID_EPS = 1e-3
+
+
+def inverse_sigmoid(x: Tensor, eps: float = INVERSE_SIGMOID_EPS) -> Tensor:
+    """``log(x / (1 - x))`` of ``x`` clamped to ``[0, 1]``; numerator and denominator clamped to at least ``eps``.
+
+    Maps normalised box coordinates to the unbounded space where DETR decoders add their box deltas.
+    """
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))

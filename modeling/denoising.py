@@ -20,17 +20,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from modeling.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from modeling.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
 
 __all__ = ["ContrastiveDenoising", "DenoisingQueries", "denoising_attn_mask", "split_denoising_outputs"]
-
-_INVERSE_SIGMOID_EPS = 1e-3
-
-
-def _inverse_sigmoid(x: Tensor, eps: float = _INVERSE_SIGMOID_EPS) -> Tensor:
-    """``log(x / (1 - x))`` of ``x`` clamped to ``[0, 1]``, numerator and denominator clamped to ``eps``."""
-    x = x.clamp(min=0.0, max=1.0)
-    return torch.log(x.clamp(min=eps) / (1.0 - x).clamp(min=eps))
 
 
 def denoising_attn_mask(
@@ -262,7 +254,7 @@ class ContrastiveDenoising(nn.Module):
         image_idx, slot_idx = self._slot_indices(counts, copies, max_objects, labels.device)
         num_dn = copies * max_objects
         label_query = self._scatter(self.label_encoder(noised_labels), image_idx, slot_idx, len(targets), num_dn)
-        box_query = self._scatter(_inverse_sigmoid(noised_boxes), image_idx, slot_idx, len(targets), num_dn)
+        box_query = self._scatter(inverse_sigmoid(noised_boxes), image_idx, slot_idx, len(targets), num_dn)
         attn_mask = denoising_attn_mask(groups, 2 * max_objects, self.num_queries, labels.device)
         return DenoisingQueries(label_query, box_query, attn_mask, groups, 2 * max_objects)
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modeling.box_ops import INVERSE_SIGMOID_EPS, inverse_sigmoid
+
 __all__ = [
     "INVERSE_SIGMOID_EPS",
     "MultiLevelTokens",
@@ -28,8 +30,6 @@ __all__ = [
     "unflatten_levels",
     "valid_ratios",
 ]
-
-INVERSE_SIGMOID_EPS = 1e-3
 
 
 class MultiLevelTokens(NamedTuple):
@@ -62,12 +62,6 @@ class MultiLevelTokens(NamedTuple):
     def level_sizes(self) -> list[int]:
         """``h_l * w_l`` of every level."""
         return [h * w for h, w in self.shapes]
-
-
-def inverse_sigmoid(x: Tensor, eps: float = INVERSE_SIGMOID_EPS) -> Tensor:
-    """``log(x / (1 - x))`` of ``x`` clamped to ``[0, 1]``; numerator and denominator clamped to at least ``eps``."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def flatten_levels(maps: Sequence[Tensor]) -> Tensor:
