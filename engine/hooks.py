@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from fvcore.common.timer import Timer
 
+from evaluation.testing import flatten_results_dict
+
 from . import comm
 from .checkpoint import PeriodicCheckpointer as _PeriodicCheckpointer
 from .ema import ModelEMA
@@ -169,16 +171,6 @@ class LRScheduler(HookBase):
         self.scheduler.load_state_dict(state)
 
 
-def _flatten(results: dict, prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for k, v in results.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 class EvalHook(HookBase):
     """Runs ``eval_function`` every ``eval_period`` iterations and after training.
 
@@ -196,7 +188,7 @@ class EvalHook(HookBase):
         if results:
             if not isinstance(results, dict):
                 raise TypeError(f"Eval function must return a dict, got {type(results).__name__}")
-            flat = _flatten(results)
+            flat = flatten_results_dict(results)
             for k, v in flat.items():
                 try:
                     flat[k] = float(v)

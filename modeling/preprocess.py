@@ -19,12 +19,18 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ImageBatch",
     "batch_images",
     "pixel_stat_buffer",
     "rescale_boxes",
     "targets_from_inputs",
 ]
+
+# ImageNet RGB statistics in [0, 1] units, the default normalisation of every model here.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageBatch(NamedTuple):

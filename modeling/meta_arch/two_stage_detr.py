@@ -16,13 +16,17 @@ from torch import Tensor, nn
 
 from modeling.box_ops import box_xyxy_to_cxcywh
 from modeling.postprocess import topk_detections
-from modeling.preprocess import ImageBatch, batch_images, pixel_stat_buffer, targets_from_inputs
+from modeling.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageBatch,
+    batch_images,
+    pixel_stat_buffer,
+    targets_from_inputs,
+)
 from modeling.transformer import TransformerOutput, level_masks_from_image_mask
 
 __all__ = ["TwoStageDETR"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalised_targets(targets: Sequence[dict[str, Tensor]], image_sizes: Sequence[tuple[int, int]]) -> list[dict]:

@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modeling.preprocess import batch_images, pixel_stat_buffer, rescale_boxes, targets_from_inputs
+from modeling.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    batch_images,
+    pixel_stat_buffer,
+    rescale_boxes,
+    targets_from_inputs,
+)
 
 __all__ = ["CenterNetLite", "TinyFPNBackbone"]
 
@@ -162,8 +169,8 @@ class CenterNetLite(nn.Module):
         width: int = 16,
         feature_channels: int = 32,
         head_channels: int = 32,
-        pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
-        pixel_std: Sequence[float] = (0.229, 0.224, 0.225),
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
         size_divisibility: int = 32,
         loss_heatmap_weight: float = 1.0,
         loss_size_weight: float = 1.0,

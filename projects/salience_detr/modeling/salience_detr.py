@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from modeling.meta_arch import TwoStageDETR
-from modeling.meta_arch.two_stage_detr import IMAGENET_MEAN, IMAGENET_STD
-from modeling.preprocess import ImageBatch
+from modeling.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageBatch
 from modeling.transformer import TransformerOutput
 
 from .salience_supervision import feature_strides
