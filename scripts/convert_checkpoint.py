@@ -13,6 +13,10 @@ Example::
         --output salience_detr_r50_converted.pth --model salience_detr \\
         --config projects/salience_detr/configs/salience_detr_r50_4scale_12ep.py
 
+One rule table (``--model salience_detr``) covers every official backbone: ResNet-50, Swin-L, ConvNeXt-L and
+FocalNet-L (configs ``salience_detr_{r50,swin_l,convnext_l,focalnet_l}_4scale_12ep.py``); their key layouts do not
+overlap.
+
 Adding a model (e.g. Relation DETR) means adding an entry to :data:`RULES` (and :data:`ALIASES` if needed).
 """
 
@@ -65,6 +69,11 @@ _REPVGG_RENAMES = {
 # Applied in order, each to the result of the previous ones. A key is *known* when at least one rule matches it
 # or it is listed in IDENTITY_PREFIXES.
 _SALIENCE_RULES: list[Rule] = [
+    # backbones (ResNet and ConvNeXt keep their names). The official Swin-L and FocalNet-L backbones are an
+    # ``nn.Sequential`` of the feature extractor (``0``) and a post-processing module (``1``: FocalNet's per-stage
+    # LayerNorms ``norm{i}``, ``i`` the stage index).
+    Rule(r"^backbone\.0\.(features|patch_embed|layers)\.", r"backbone.\1."),
+    Rule(r"^backbone\.1\.norm(\d+)\.", r"backbone.output_norms.stage\1."),
     # two-stage projection and heads
     Rule(r"^transformer\.enc_output\.", "transformer.proposal_generator.output_proj."),
     Rule(r"^transformer\.enc_output_norm\.", "transformer.proposal_generator.output_norm."),

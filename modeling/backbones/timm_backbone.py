@@ -2,20 +2,27 @@
 
 timm is optional: this module imports without it, and only constructing :class:`TimmBackbone` needs it.
 
-The large backbones of the official model zoos and their closest timm names (ImageNet-22k weights for Swin-L
-and FocalNet-L; the official ConvNeXt-L uses torchvision's ImageNet-1k weights):
+The official Salience DETR model zoo's large backbones are *not* built with timm here: :class:`SwinBackbone` and
+:class:`ConvNeXtBackbone` wrap torchvision's architectures, which the official code uses, and
+:class:`FocalNetBackbone` reimplements Microsoft's detection FocalNet; all three are bit-exact with the official
+backbones and load the official checkpoints (via ``scripts/convert_checkpoint.py``). The closest timm models are
+listed for experiments with timm's own weights:
 
-==========================================  ===================================  ====================
-official backbone (Salience / Relation)     timm model name                      out_indices
-==========================================  ===================================  ====================
-Swin-L (``swin_l``, window 7)               ``swin_large_patch4_window7_224``    ``(1, 2, 3)``
-ConvNeXt-L (``conv_l``)                     ``convnext_large``                   ``(1, 2, 3)``
-FocalNet-L (``focalnet_large_lrf_fl4``)     ``focalnet_large_fl4``               ``(1, 2, 3)``
-==========================================  ===================================  ====================
+==========================================  ===========================================  ===============
+official backbone (Salience / Relation)     timm model name                              out_indices
+==========================================  ===========================================  ===============
+Swin-L (``swin_l``, window 7)               ``swin_large_patch4_window7_224``            ``(1, 2, 3)``
+ConvNeXt-L (``conv_l``)                     ``convnext_large``                           ``(1, 2, 3)``
+FocalNet-L (``focalnet_large_lrf_fl4``)     ``focalnet_large_fl4``, with                 ``(1, 2, 3)``
+                                            ``normalize_modulator=True``
+==========================================  ===========================================  ===============
 
-The official FocalNet backbone puts a LayerNorm on every returned stage (``output_norms=True`` here); the
-official Swin and ConvNeXt backbones return the stages as they are. The official implementations are
-torchvision/Microsoft module layouts, so their checkpoints need a key mapping to timm's.
+timm's layouts differ from the official ones (their checkpoints would need a key mapping), and so do some
+computations: timm's ``focalnet_large_fl4`` does not normalise the modulator by default (outputs differ by 1e-2
+from the official backbone; with ``normalize_modulator=True`` by about 3e-6 in float32) and does not pad inputs to
+the patch size (feature maps one smaller when the input size is not a multiple of 4). The official FocalNet
+backbone puts a LayerNorm on every returned stage (``output_norms=True`` here); the official Swin and ConvNeXt
+backbones return the stages as they are.
 """
 
 from __future__ import annotations
