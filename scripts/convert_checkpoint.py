@@ -147,6 +147,47 @@ ALIASES: dict[str, list[Rule]] = {
 }
 
 
+# Relation DETR (xiuqhou/Relation-DETR, ResNet backbones); the models of projects/lp_detr.
+_DECODER_LAYER_RENAMES = {
+    "norm2": "self_attn_norm",
+    "norm1": "cross_attn_norm",
+    "linear1": "ffn.linear1",
+    "linear2": "ffn.linear2",
+    "norm3": "ffn.norm",
+}
+_RELATION_RULES: list[Rule] = [
+    Rule(r"^transformer\.enc_output\.", "transformer.proposal_generator.output_proj."),
+    Rule(r"^transformer\.enc_output_norm\.", "transformer.proposal_generator.output_norm."),
+    Rule(r"^transformer\.encoder_class_head\.", "transformer.enc_class_head."),
+    Rule(r"^transformer\.encoder_bbox_head\.", "transformer.enc_box_head."),
+    Rule(r"^transformer\.hybrid_bbox_head\.", "transformer.hybrid_box_head."),
+    Rule(r"^transformer\.encoder\.memory_fusion\.", "transformer.encoder.layer_fusion."),
+    *_layer_rules(
+        "transformer.encoder.layers",
+        {"norm1": "self_attn_norm", "linear1": "ffn.linear1", "linear2": "ffn.linear2", "norm2": "ffn.norm"},
+    ),
+    *_layer_rules("transformer.decoder.layers", _DECODER_LAYER_RENAMES),
+    Rule(r"^transformer\.decoder\.class_head\.", "transformer.decoder.class_heads."),
+    Rule(r"^transformer\.decoder\.bbox_head\.", "transformer.decoder.box_heads."),
+    Rule(r"^transformer\.decoder\.position_relation_embedding\.pos_proj\.0\.", "transformer.decoder.relation.proj."),
+    Rule(r"^denoising_generator\.", "denoising."),
+]
+RULES["relation_detr"] = _RELATION_RULES
+IDENTITY_PREFIXES["relation_detr"] = (
+    "backbone.",
+    "neck.convs.",
+    "transformer.level_embeds",
+    "transformer.tgt_embed.",
+    "transformer.hybrid_tgt_embed.",
+    "transformer.hybrid_class_head.",
+    "transformer.encoder.layers.",
+    "transformer.decoder.layers.",
+    "transformer.decoder.ref_point_head.",
+    "transformer.decoder.query_scale.",
+    "transformer.decoder.norm.",
+)
+
+
 def load_official_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict of an official checkpoint file (``{"model": ...}`` unwrapped), on CPU."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

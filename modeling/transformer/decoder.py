@@ -98,8 +98,9 @@ class DeformableDecoder(nn.Module):
     *without* detaching it, so the loss of layer ``i`` also trains the refinement of layer ``i - 1``
     (look forward twice).
 
-    Extension points (override in a subclass): :meth:`query_position` (e.g. conditional scaling) and
-    :meth:`next_self_attn_mask` (e.g. a box-relation bias for the next layer's self-attention).
+    Extension points (override in a subclass): :meth:`query_position` (e.g. conditional scaling),
+    :meth:`next_self_attn_mask` (e.g. a box-relation bias for the next layer's self-attention, from the boxes of
+    the last two layers), :meth:`predict` and :meth:`refine`.
 
     Args:
         layer: decoder layer to copy (e.g. :class:`DeformableDecoderLayer`).
@@ -126,17 +127,18 @@ class DeformableDecoder(nn.Module):
         return self.ref_point_head(get_sine_pos_embed(reference_input[:, :, 0, :], self.embed_dim // 2))
 
     def next_self_attn_mask(
-        self, layer_idx: int, self_attn_mask: Tensor | None, reference: Tensor, boxes: Tensor
+        self, layer_idx: int, self_attn_mask: Tensor | None, previous_boxes: Tensor, boxes: Tensor
     ) -> Tensor | None:
         """Self-attention mask of layer ``layer_idx + 1``; the base decoder keeps the given mask.
 
         Args:
             layer_idx: index of the layer that just ran.
             self_attn_mask: the mask given to the decoder (e.g. denoising groups), or None.
-            reference: ``[B, Q, 4]`` reference boxes layer ``layer_idx`` started from.
+            previous_boxes: ``[B, Q, 4]`` boxes layer ``layer_idx - 1`` predicted (for layer 0: the initial
+                reference boxes).
             boxes: ``[B, Q, 4]`` boxes layer ``layer_idx`` predicted.
         """
-        del layer_idx, reference, boxes
+        del layer_idx, previous_boxes, boxes
         return self_attn_mask
 
     def predict(self, layer_idx: int, query: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,6 +159,7 @@ class DeformableDecoder(nn.Module):
         memory: Tensor,
         tokens: MultiLevelTokens,
         self_attn_mask: Tensor | None = None,
+        update_self_attn_mask: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """Decodes the queries.
 
@@ -166,6 +169,8 @@ class DeformableDecoder(nn.Module):
             memory: ``[B, S, E]`` encoder memory.
             tokens: the flattened inputs (shapes, padding mask, valid ratios).
             self_attn_mask: optional mask of the query self-attention (see the layer).
+            update_self_attn_mask: call :meth:`next_self_attn_mask` between layers; when False every layer uses
+                ``self_attn_mask`` as given (e.g. Relation DETR's hybrid branch, decoded without relations).
 
         Returns:
             ``(logits [num_layers, B, Q, C], boxes [num_layers, B, Q, 4])``.
@@ -173,6 +178,7 @@ class DeformableDecoder(nn.Module):
         ratio_scale = tokens.valid_ratios.repeat(1, 1, 2)[:, None]  # [B, 1, L, 4]
         all_logits, all_boxes = [], []
         attn_mask = self_attn_mask
+        previous_boxes = reference
         for idx, layer in enumerate(self.layers):
             reference_input = reference.detach()[:, :, None] * ratio_scale
             query_pos = self.query_position(idx, query, reference_input)
@@ -190,6 +196,8 @@ class DeformableDecoder(nn.Module):
             all_logits.append(logits)
             all_boxes.append(boxes)
             if idx < self.num_layers - 1:
-                attn_mask = self.next_self_attn_mask(idx, self_attn_mask, reference, boxes)
+                if update_self_attn_mask:
+                    attn_mask = self.next_self_attn_mask(idx, self_attn_mask, previous_boxes, boxes)
+                previous_boxes = boxes
                 reference = self.refine(idx, query, reference)
         return torch.stack(all_logits), torch.stack(all_boxes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from torch import Tensor, nn
 
 from modeling.layers import MultiScaleDeformableAttention
@@ -90,14 +92,11 @@ class DeformableEncoder(nn.Module):
         self.num_layers = num_layers
         self.embed_dim = layer.embed_dim
 
-    def forward(self, tokens: MultiLevelTokens) -> Tensor:
-        """Encodes all tokens.
+    def layer_outputs(self, tokens: MultiLevelTokens) -> Iterator[Tensor]:
+        """Runs the layers one after the other, yielding each layer's ``[B, S, E]`` output.
 
-        Args:
-            tokens: flattened multi-level inputs.
-
-        Returns:
-            ``[B, S, E]`` memory.
+        A variant that fuses the outputs of all layers (Relation DETR) iterates over this instead of calling
+        :meth:`forward`.
         """
         reference_points = encoder_reference_points(tokens.shapes, tokens.valid_ratios)
         output = tokens.feats
@@ -111,4 +110,18 @@ class DeformableEncoder(nn.Module):
                 tokens.level_start_index,
                 tokens.mask,
             )
+            yield output
+
+    def forward(self, tokens: MultiLevelTokens) -> Tensor:
+        """Encodes all tokens.
+
+        Args:
+            tokens: flattened multi-level inputs.
+
+        Returns:
+            ``[B, S, E]`` memory: the output of the last layer.
+        """
+        output = tokens.feats
+        for output in self.layer_outputs(tokens):  # noqa: B007 (the last output is the memory)
+            pass
         return output

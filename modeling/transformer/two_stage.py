@@ -8,7 +8,8 @@
 4. :meth:`TwoStageTransformer.encoder_predictions` - class logits and boxes of every token;
 5. ``query_selector`` - which tokens initialise the queries (top-k; Salience: redundancy removal);
 6. :meth:`TwoStageTransformer.initial_queries` - learnt contents, detached boxes, denoising queries first;
-7. ``decoder`` - iterative refinement.
+7. ``decoder`` - iterative refinement;
+8. :meth:`TwoStageTransformer.auxiliary_branches` - a variant's extra branches on the memory (none here).
 """
 
 from __future__ import annotations
@@ -168,7 +169,14 @@ class TwoStageTransformer(nn.Module):
         target, reference = self.initial_queries(enc_boxes, denoising)
         attn_mask = _crop_attn_mask(denoising, target.shape[1])
         dec_logits, dec_boxes = self.decoder(target, reference, memory, tokens, attn_mask)
+        extras.update(self.auxiliary_branches(memory, tokens))
         return TransformerOutput(dec_logits, dec_boxes, enc_logits, enc_boxes, extras)
+
+    def auxiliary_branches(self, memory: Tensor, tokens: MultiLevelTokens) -> dict[str, Any]:
+        """Extra outputs a variant computes from the encoder memory ``[B, S, E]`` after the main decoding
+        (Relation DETR: its training-only hybrid branch); none here."""
+        del memory, tokens
+        return {}
 
 
 def _crop_attn_mask(denoising: Any | None, num_queries: int) -> Tensor | None:

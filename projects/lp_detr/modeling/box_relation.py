@@ -1,0 +1,306 @@
+"""Pairwise box relations as self-attention biases: Relation DETR's position relation and LP-DETR's progressive,
+multi-scale variant.
+
+For boxes ``i`` of one set (``src``, normalised cxcywh) and ``j`` of another (``tgt``), the *local* relation
+features are (``eps`` keeps them finite for degenerate boxes)::
+
+    log(|x_i - x_j| / (w_i + eps) + 1),  log(|y_i - y_j| / (h_i + eps) + 1),
+    log((w_i + eps) / (w_j + eps)),      log((h_i + eps) / (h_j + eps))
+
+optionally followed by ``GIoU(box_i, box_j)`` (LP-DETR). Each feature is embedded with ``sine_dim`` sinusoidal
+features (temperature 10000, scale 100, no x/y exchange); a 1x1 convolution (stored as ``Conv2d`` like the
+official checkpoint, applied as a linear map over the embedding channels) and a ReLU give one bias per head,
+``[B, num_heads, N_src, N_tgt]``. The features and their sine embedding carry no gradient (as in the official
+implementation); the projection, and LP-DETR's mixing weights, do.
+
+The ``[B, heads, N, N]`` relation dominates the decoder's memory for large query counts (1100 denoising + matching
+queries: 64 embedding channels are ~300 MB per image in fp32). ``chunk_size`` computes it in blocks of source rows
+(bounding the transient memory of the embedding), and ``checkpoint`` recomputes each block's embedding in the
+backward pass instead of keeping it for the projection's gradient. Both give the same values as the direct
+computation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from modeling.layers import get_sine_pos_embed
+
+__all__ = [
+    "BoxRelationEmbedding",
+    "ProgressiveRelationEmbedding",
+    "box_relation_features",
+    "pairwise_giou",
+]
+
+RELATION_EPS = 1e-5
+
+
+def pairwise_giou(src_boxes: Tensor, tgt_boxes: Tensor, eps: float = RELATION_EPS) -> Tensor:
+    """Generalised IoU of every pair, finite for degenerate boxes.
+
+    Args:
+        src_boxes: ``[B, N1, 4]`` normalised cxcywh.
+        tgt_boxes: ``[B, N2, 4]`` normalised cxcywh.
+        eps: added to the union and the enclosing area.
+
+    Returns:
+        ``[B, N1, N2]`` in ``[-1, 1]``.
+    """
+    src_lo, src_hi = src_boxes[..., :2] - src_boxes[..., 2:] / 2, src_boxes[..., :2] + src_boxes[..., 2:] / 2
+    tgt_lo, tgt_hi = tgt_boxes[..., :2] - tgt_boxes[..., 2:] / 2, tgt_boxes[..., :2] + tgt_boxes[..., 2:] / 2
+    src_area = src_boxes[..., 2:].clamp(min=0).prod(-1)
+    tgt_area = tgt_boxes[..., 2:].clamp(min=0).prod(-1)
+    inter_wh = torch.minimum(src_hi[:, :, None], tgt_hi[:, None]) - torch.maximum(src_lo[:, :, None], tgt_lo[:, None])
+    inter = inter_wh.clamp(min=0).prod(-1)
+    union = src_area[:, :, None] + tgt_area[:, None] - inter
+    hull_wh = torch.maximum(src_hi[:, :, None], tgt_hi[:, None]) - torch.minimum(src_lo[:, :, None], tgt_lo[:, None])
+    hull = hull_wh.clamp(min=0).prod(-1)
+    return inter / (union + eps) - (hull - union) / (hull + eps)
+
+
+def box_relation_features(
+    src_boxes: Tensor, tgt_boxes: Tensor, eps: float = RELATION_EPS, with_giou: bool = False
+) -> Tensor:
+    """Local relation features of every ``(src, tgt)`` pair (see the module docstring).
+
+    Args:
+        src_boxes: ``[B, N1, 4]`` normalised cxcywh (``i``: the offsets are normalised by these sizes).
+        tgt_boxes: ``[B, N2, 4]`` normalised cxcywh (``j``).
+        eps: keeps the divisions and logarithms finite.
+        with_giou: append the pairwise GIoU as a fifth feature.
+
+    Returns:
+        ``[B, N1, N2, 4]`` (or ``5`` with ``with_giou``).
+    """
+    src_xy, src_wh = src_boxes[..., None, :2], src_boxes[..., None, 2:]
+    tgt_xy, tgt_wh = tgt_boxes[..., None, :, :2], tgt_boxes[..., None, :, 2:]
+    delta_xy = torch.log(torch.abs(src_xy - tgt_xy) / (src_wh + eps) + 1.0)
+    delta_wh = torch.log((src_wh + eps) / (tgt_wh + eps))
+    features = [delta_xy, delta_wh]
+    if with_giou:
+        features.append(pairwise_giou(src_boxes, tgt_boxes, eps)[..., None])
+    return torch.cat(features, -1)
+
+
+class BoxRelationEmbedding(nn.Module):
+    """Relation DETR's position relation embedding: one attention bias per head from the local relation features.
+
+    Args:
+        num_heads: heads of the self-attention the bias is for.
+        sine_dim: sine features per relation feature.
+        temperature: temperature of the sine embedding.
+        scale: multiplier of the features before the sine embedding.
+        eps: see :func:`box_relation_features`.
+        with_giou: add GIoU as a fifth feature (LP-DETR; the projection then has 5 * ``sine_dim`` inputs).
+        num_relation_heads: the first ``K`` heads get a bias, the others zero (``None``: all heads).
+        chunk_size: compute the relation in blocks of this many source boxes (``None``: at once).
+        checkpoint: in training, recompute each block's embedding in the backward pass.
+    """
+
+    def __init__(
+        self,
+        num_heads: int = 8,
+        sine_dim: int = 16,
+        temperature: float = 10000.0,
+        scale: float = 100.0,
+        eps: float = RELATION_EPS,
+        with_giou: bool = False,
+        num_relation_heads: int | None = None,
+        chunk_size: int | None = None,
+        checkpoint: bool = False,
+    ):
+        super().__init__()
+        num_relation_heads = num_heads if num_relation_heads is None else num_relation_heads
+        if not 0 <= num_relation_heads <= num_heads:
+            raise ValueError(f"num_relation_heads must be in [0, {num_heads}], got {num_relation_heads}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
+        self.num_heads = num_heads
+        self.num_relation_heads = num_relation_heads
+        self.sine_dim = sine_dim
+        self.temperature = temperature
+        self.scale = scale
+        self.eps = eps
+        self.with_giou = with_giou
+        self.num_features = 5 if with_giou else 4
+        self.chunk_size = chunk_size
+        self.checkpoint = checkpoint
+        self.proj = (
+            nn.Conv2d(self.num_features * sine_dim, num_relation_heads, kernel_size=1) if num_relation_heads else None
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, num_relation_heads={self.num_relation_heads}, sine_dim={self.sine_dim}, "
+            f"with_giou={self.with_giou}, chunk_size={self.chunk_size}, checkpoint={self.checkpoint}"
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any head gets a bias (``num_relation_heads > 0``)."""
+        return self.proj is not None
+
+    def sine_embed(self, features: Tensor) -> Tensor:
+        """``[..., F]`` relation features -> ``[..., F * sine_dim]`` sine embedding."""
+        return get_sine_pos_embed(features, self.sine_dim, self.temperature, self.scale, exchange_xy=False)
+
+    def embed(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """Embedding ``[B, N1, N2, F * sine_dim]`` the projection reads (here: of the local features)."""
+        del layer_idx
+        with torch.no_grad():
+            return self.sine_embed(box_relation_features(src_boxes, tgt_boxes, self.eps, self.with_giou))
+
+    def _block(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """Per-head biases ``[B, N1, N2, K]`` of one block of source boxes."""
+        embedding = self.embed(src_boxes, tgt_boxes, layer_idx)
+        return F.relu(F.linear(embedding, self.proj.weight.flatten(1), self.proj.bias))
+
+    def forward(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int = 0) -> Tensor:
+        """Attention biases of every pair.
+
+        Args:
+            src_boxes: ``[B, N1, 4]`` normalised cxcywh (the earlier boxes; Relation DETR: the previous layer's).
+            tgt_boxes: ``[B, N2, 4]`` normalised cxcywh (the later boxes).
+            layer_idx: decoder layer that will use the bias (used by the progressive variant).
+
+        Returns:
+            ``[B, num_heads, N1, N2]``; heads ``>= num_relation_heads`` are zero.
+        """
+        if src_boxes.shape[-1] != 4 or tgt_boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be [B, N, 4], got {tuple(src_boxes.shape)} and {tuple(tgt_boxes.shape)}")
+        batch, num_src, num_tgt = src_boxes.shape[0], src_boxes.shape[1], tgt_boxes.shape[1]
+        if not self.enabled:
+            return src_boxes.new_zeros(batch, self.num_heads, num_src, num_tgt)
+        src_boxes, tgt_boxes = src_boxes.detach(), tgt_boxes.detach()
+        chunk = self.chunk_size or max(num_src, 1)
+        blocks = []
+        for src_block in src_boxes.split(chunk, dim=1):
+            if self.checkpoint and torch.is_grad_enabled():
+                blocks.append(activation_checkpoint(self._block, src_block, tgt_boxes, layer_idx, use_reentrant=False))
+            else:
+                blocks.append(self._block(src_block, tgt_boxes, layer_idx))
+        relation = torch.cat(blocks, 1).permute(0, 3, 1, 2)  # [B, K, N1, N2]
+        if self.num_relation_heads < self.num_heads:
+            zeros = relation.new_zeros(batch, self.num_heads - self.num_relation_heads, num_src, num_tgt)
+            relation = torch.cat([relation, zeros], 1)
+        return relation.contiguous()
+
+
+class ProgressiveRelationEmbedding(BoxRelationEmbedding):
+    """LP-DETR's layer-wise progressive relation: local, medium and global relations mixed per decoder layer.
+
+    For the decoder layer ``l`` (of ``L``) that receives the bias, the three relation embeddings are mixed with
+    learnable weights ``Lambda[l] = (lambda_local, lambda_medium, lambda_global)`` (initialised to
+    ``lambda_init``) before the shared projection:
+
+    * *local*: the sine embedding of the local features (:func:`box_relation_features`);
+    * *medium*: the same features flattened by the scaling factor ``s_l = 1 + 2 l / L``. With
+      ``medium_form="distance"`` (default) the centre offsets are divided by ``s_l`` inside the logarithm,
+      ``log(|dx| / (s_l (w_i + eps)) + 1)``, and the size ratios' logarithms by ``s_l``; with ``"log"`` every
+      log-feature is divided by ``s_l``. GIoU is not scaled.
+    * *global*: a constant relation, every feature equal to ``global_value`` (1.0): a learnt per-head constant.
+
+    With ``normalize_lambda`` the weights of a layer are a softmax over the three scopes; otherwise they are used as
+    they are. Row 0 of ``Lambda`` belongs to the first decoder layer, which has no relation (there are no earlier
+    boxes), and stays unused; it is kept so that the table is ``[L, 3]``.
+
+    ``Lambda[l] = (1, 0, 0)`` without GIoU and with all heads is Relation DETR's embedding.
+
+    Args:
+        num_layers: decoder layers ``L``.
+        lambda_init: initial value of every mixing weight.
+        normalize_lambda: softmax the weights of each layer over the three scopes.
+        medium_form: ``"distance"`` or ``"log"`` (see above).
+        global_value: the constant feature value of the global relation.
+        num_heads, sine_dim, temperature, scale, eps, with_giou, num_relation_heads, chunk_size, checkpoint: as
+            for :class:`BoxRelationEmbedding`.
+    """
+
+    MEDIUM_FORMS = ("distance", "log")
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_heads: int = 8,
+        sine_dim: int = 16,
+        temperature: float = 10000.0,
+        scale: float = 100.0,
+        eps: float = RELATION_EPS,
+        with_giou: bool = True,
+        num_relation_heads: int | None = None,
+        lambda_init: float = 0.33,
+        normalize_lambda: bool = False,
+        medium_form: str = "distance",
+        global_value: float = 1.0,
+        chunk_size: int | None = None,
+        checkpoint: bool = False,
+    ):
+        super().__init__(
+            num_heads=num_heads,
+            sine_dim=sine_dim,
+            temperature=temperature,
+            scale=scale,
+            eps=eps,
+            with_giou=with_giou,
+            num_relation_heads=num_relation_heads,
+            chunk_size=chunk_size,
+            checkpoint=checkpoint,
+        )
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if medium_form not in self.MEDIUM_FORMS:
+            raise ValueError(f"medium_form must be one of {self.MEDIUM_FORMS}, got {medium_form!r}")
+        self.num_layers = num_layers
+        self.normalize_lambda = normalize_lambda
+        self.medium_form = medium_form
+        self.global_value = global_value
+        self.layer_weights = nn.Parameter(torch.full((num_layers, 3), float(lambda_init)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, num_layers={self.num_layers}, normalize_lambda={self.normalize_lambda}, "
+            f"medium_form={self.medium_form!r}"
+        )
+
+    def medium_scale(self, layer_idx: int) -> float:
+        """``s_l = 1 + 2 l / L`` of decoder layer ``l``."""
+        return 1.0 + 2.0 * layer_idx / self.num_layers
+
+    def lambda_table(self) -> Tensor:
+        """The effective mixing weights ``[L, 3]`` (local, medium, global) of every decoder layer (detached)."""
+        return self._lambdas().detach().clone()
+
+    def _lambdas(self) -> Tensor:
+        return self.layer_weights.softmax(-1) if self.normalize_lambda else self.layer_weights
+
+    def medium_features(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """The medium-range features ``[B, N1, N2, F]`` at decoder layer ``layer_idx``."""
+        factor = self.medium_scale(layer_idx)
+        eps = self.eps
+        if self.medium_form == "log":
+            features = box_relation_features(src_boxes, tgt_boxes, eps, with_giou=False) / factor
+        else:
+            src_xy, src_wh = src_boxes[..., None, :2], src_boxes[..., None, 2:]
+            tgt_xy, tgt_wh = tgt_boxes[..., None, :, :2], tgt_boxes[..., None, :, 2:]
+            delta_xy = torch.log(torch.abs(src_xy - tgt_xy) / (factor * (src_wh + eps)) + 1.0)
+            delta_wh = torch.log((src_wh + eps) / (tgt_wh + eps)) / factor
+            features = torch.cat([delta_xy, delta_wh], -1)
+        if self.with_giou:
+            features = torch.cat([features, pairwise_giou(src_boxes, tgt_boxes, eps)[..., None]], -1)
+        return features
+
+    def embed(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """``sum_s Lambda[l, s] * embedding_s`` over the local, medium and global scopes."""
+        if not 0 <= layer_idx < self.num_layers:
+            raise IndexError(f"layer_idx {layer_idx} outside [0, {self.num_layers})")
+        with torch.no_grad():
+            local = self.sine_embed(box_relation_features(src_boxes, tgt_boxes, self.eps, self.with_giou))
+            medium = self.sine_embed(self.medium_features(src_boxes, tgt_boxes, layer_idx))
+            constant = src_boxes.new_full((self.num_features,), self.global_value)
+            global_ = self.sine_embed(constant)
+        weights = self._lambdas()[layer_idx]
+        return weights[0] * local + weights[1] * medium + weights[2] * global_

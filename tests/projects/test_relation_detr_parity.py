@@ -1,0 +1,121 @@
+"""Relation DETR computes what the official implementation computes (fixtures recorded at commit b485955).
+
+The model is built from the fixture's ``spec.json`` through the project's LazyConfig, the official checkpoint is
+converted with ``scripts/convert_checkpoint.py`` (``--model relation_detr``), and every recorded output is
+compared: the selected two-stage proposals, every decoder layer (whose self-attention after the first layer is
+biased by the box relations) and the post-processed detections, for each image alone and for both images in one
+padded batch.
+"""
+
+import os
+
+import pytest
+import torch
+
+from engine.lazy import instantiate
+from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
+from tests.parity_fixtures import fixture_dir, load_case, load_spec
+from tests.projects.relation_detr_spec import model_config_from_spec
+
+MODEL = "relation_detr_tiny"
+BOX_TOL_PX = 1e-3
+LOGIT_TOL = 1e-4
+
+
+def _official_state():
+    return load_official_checkpoint(os.path.join(fixture_dir(MODEL), "official_checkpoint.pth"))
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(MODEL)
+
+
+@pytest.fixture(scope="module")
+def model(spec):
+    net = instantiate(model_config_from_spec(spec)).eval()
+    net.load_state_dict(convert_state_dict(_official_state(), "relation_detr", net.state_dict().keys()))
+    return net
+
+
+@pytest.fixture(scope="module")
+def case():
+    return load_case(MODEL, "eval_case.pt")
+
+
+def _inputs(images):
+    return [
+        {"image": image, "height": image.shape[1], "width": image.shape[2], "image_id": i}
+        for i, image in enumerate(images)
+    ]
+
+
+def _assert_close(name, actual, expected, atol):
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    assert diff <= atol, f"{name}: max abs difference {diff:.3g} > {atol}"
+
+
+def _assert_boxes_in_pixels(name, actual, expected, image):
+    """Normalised cxcywh boxes compared in pixels of ``image`` (``[3, H, W]``)."""
+    height, width = image.shape[-2:]
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    _assert_close(f"{name} (pixels)", actual * scale, expected * scale, BOX_TOL_PX)
+
+
+def _assert_detections(prefix, detections, expected):
+    assert torch.equal(detections["labels"], expected["labels"]), f"{prefix}: labels differ"
+    _assert_close(f"{prefix} scores", detections["scores"], expected["scores"], LOGIT_TOL)
+    _assert_close(f"{prefix} boxes", detections["boxes"], expected["boxes"], BOX_TOL_PX)
+
+
+def test_tiny_spec_parameter_count(model, spec):
+    assert sum(p.numel() for p in model.parameters()) == spec["num_parameters"]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_single_image_intermediates_and_detections(model, case, index):
+    expected = case["expected"][f"single{index}"]
+    inputs = _inputs([case["images"][index]])
+    with torch.no_grad():
+        output = model.predict(inputs)
+        detections = model(inputs)[0]
+    assert "hybrid" not in output.extras  # the hybrid branch is training-only
+    _assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
+    _assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])
+    _assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)
+    _assert_boxes_in_pixels("dec_boxes", output.dec_boxes, expected["dec_boxes"], inputs[0]["image"])
+    _assert_detections(f"single{index}", detections, expected)
+
+
+def test_padded_batch_detections(model, case):
+    with torch.no_grad():
+        detections = model(_inputs(case["images"]))
+    assert len(detections) == len(case["expected"]["batch"])
+    for index, (actual, expected) in enumerate(zip(detections, case["expected"]["batch"])):
+        _assert_detections(f"batch[{index}]", actual, expected)
+
+
+def test_relation_changes_the_decoder(model, case):
+    """The relation bias is live: without it, the later decoder layers differ from the recorded outputs."""
+    expected = case["expected"]["single0"]
+    relation = model.transformer.decoder.relation
+    model.transformer.decoder.relation = None
+    try:
+        with torch.no_grad():
+            output = model.predict(_inputs([case["images"][0]]))
+    finally:
+        model.transformer.decoder.relation = relation
+    torch.testing.assert_close(output.dec_logits[0], expected["dec_logits"][0], atol=LOGIT_TOL, rtol=0)
+    assert (output.dec_logits[1:] - expected["dec_logits"][1:]).abs().max() > 10 * LOGIT_TOL
+
+
+def test_converter_rejects_unknown_and_missing_keys(model):
+    official = _official_state()
+    with pytest.raises(KeyError, match="transformer.mystery.weight"):
+        convert_state_dict({**official, "transformer.mystery.weight": torch.zeros(1)}, "relation_detr")
+    incomplete = {k: v for k, v in official.items() if not k.startswith("transformer.decoder.position_relation")}
+    with pytest.raises(KeyError, match=r"missing.*transformer\.decoder\.relation\.proj\.weight"):
+        convert_state_dict(incomplete, "relation_detr", model.state_dict().keys())
+    converted = convert_state_dict(official, "relation_detr")
+    assert all(v.dtype == torch.float32 for v in converted.values() if v.is_floating_point())
