@@ -1,11 +1,13 @@
-# Two commands for a fresh machine: `make demo` (train + evaluate on the synthetic dataset) and `make test`.
+# Two commands for a fresh machine: `make demo` (train + evaluate Salience DETR on the synthetic dataset, then draw
+# its detections) and `make test`.
 # The first target run creates .venv/ and installs requirements.txt into it.
 PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
-DEMO_CONFIG ?= projects/centernet_lite/configs/centernet_lite_synthetic.py
+DEMO_CONFIG ?= projects/salience_detr/configs/salience_detr_r18_synthetic.py
 DEMO_OUTPUT ?= output/demo
+DEMO_DATASET ?= synthetic_val
 
 .PHONY: install demo test test-all lint format clean-venv
 
@@ -18,6 +20,8 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUTPUT)
+	$(PY) scripts/visualize_detections.py --results $(DEMO_OUTPUT)/coco_instances_results.json \
+		--dataset $(DEMO_DATASET) --output $(DEMO_OUTPUT)/detections.png
 
 # Fast suite (CI): everything but tests marked slow; includes a short end-to-end train + eval run.
 test: $(STAMP)

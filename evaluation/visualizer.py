@@ -169,7 +169,7 @@ def save_detection_grid(
             ax.set_title(titles[index], fontsize=8)
     if ground_truths is not None:
         fig.suptitle("boxes: detections (class score); dashed white: ground truth", fontsize=8)
-    fig.tight_layout(pad=0.4)
+    fig.tight_layout(pad=0.4, rect=(0, 0, 1, 0.97) if ground_truths is not None else None)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output, dpi=dpi)
     plt.close(fig)
