@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from engine import comm, hooks  # noqa: E402
 from engine.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -27,7 +27,7 @@ from engine.ema import ModelEMA  # noqa: E402
 from engine.launch import launch  # noqa: E402
 from engine.lazy import LazyConfig, instantiate, locate  # noqa: E402
 from engine.solver import LRMultiplier, iterations_from_epochs  # noqa: E402
-from engine.train_loop import AMPTrainer, SimpleTrainer  # noqa: E402
+from engine.train_loop import AMPTrainer, HookBase, SimpleTrainer  # noqa: E402
 from evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 
 logger = logging.getLogger("train_net")
@@ -108,6 +108,26 @@ def build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema):
     ]
 
 
+def build_config_hooks(cfg) -> list[HookBase]:
+    """The hooks of ``train.hooks``, in order: ``LazyCall(hook class)(...)`` configs, instantiated on every rank.
+
+    A hook whose ``output_dir`` argument is unset gets ``train.output_dir``. They are registered after the default
+    hooks (so they see a step after the writers, and evaluation results of the same iteration).
+    """
+    built = []
+    for i, hook_cfg in enumerate(cfg.train.get("hooks") or []):
+        key = f"train.hooks[{i}]"
+        if not (isinstance(hook_cfg, DictConfig) and "_target_" in hook_cfg):
+            raise TypeError(f"{key} must be a LazyCall(...) config of a training hook, got {hook_cfg!r}")
+        if _accepts(hook_cfg, "output_dir") and hook_cfg.get("output_dir") is None:
+            hook_cfg.output_dir = cfg.train.output_dir
+        hook = instantiate(hook_cfg)
+        if not isinstance(hook, HookBase):
+            raise TypeError(f"{key} must build a hook (a HookBase subclass), got {type(hook).__name__}")
+        built.append(hook)
+    return built
+
+
 def _accepts(lazy_call, argument: str) -> bool:
     """Whether the target of a LazyCall takes ``argument``."""
     target = lazy_call._target_
@@ -142,6 +162,7 @@ def do_train(args, cfg, seed: int):
     )
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema))
+    trainer.register_hooks(build_config_hooks(cfg))  # before the resume: their state_dict is restored too
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     if start_iter >= max_iter:

@@ -21,4 +21,7 @@ train = dict(
     # >= 0: reproducible data order, augmentation and model randomness, exact resume; < 0: random.
     seed=42,
     cudnn_benchmark=False,
+    # Extra hooks: LazyCall(HookBase subclass)(...) configs, instantiated by tools/train_net.py and registered after
+    # the default hooks (detectron2's trainer.register_hooks). An unset output_dir argument gets train.output_dir.
+    hooks=[],
 )
