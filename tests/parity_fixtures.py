@@ -35,3 +35,37 @@ def load_spec(model: str) -> dict:
 def load_case(model: str, name: str):
     """A ``.pt`` case file, loaded on CPU."""
     return torch.load(os.path.join(fixture_dir(model), name), map_location="cpu", weights_only=False)
+
+
+# Tolerances of ../shared/parity/README.md.
+BOX_TOL_PX = 1e-3
+LOGIT_TOL = 1e-4
+
+
+def model_inputs(images: list) -> list[dict]:
+    """The model's input dicts for uint8 ``[3, H, W]`` images fed at their own size (``image_id`` = index)."""
+    return [
+        {"image": image, "height": image.shape[1], "width": image.shape[2], "image_id": i}
+        for i, image in enumerate(images)
+    ]
+
+
+def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
+    """Equal shapes and max absolute difference <= ``atol``, with the difference in the message."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    assert diff <= atol, f"{name}: max abs difference {diff:.3g} > {atol}"
+
+
+def assert_boxes_in_pixels(name: str, actual: torch.Tensor, expected: torch.Tensor, image: torch.Tensor) -> None:
+    """Normalised cxcywh boxes compared in pixels of ``image`` (``[3, H, W]``), within ``BOX_TOL_PX``."""
+    height, width = image.shape[-2:]
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    assert_close(f"{name} (pixels)", actual * scale, expected * scale, BOX_TOL_PX)
+
+
+def assert_detections(prefix: str, detections: dict, expected: dict) -> None:
+    """Post-processed detections: labels equal, scores within ``LOGIT_TOL``, boxes within ``BOX_TOL_PX``."""
+    assert torch.equal(detections["labels"], expected["labels"]), f"{prefix}: labels differ"
+    assert_close(f"{prefix} scores", detections["scores"], expected["scores"], LOGIT_TOL)
+    assert_close(f"{prefix} boxes", detections["boxes"], expected["boxes"], BOX_TOL_PX)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
-from .resnet import NORMS, STAGE_STRIDES, STAGES
+from .resnet import NORMS, STAGE_STRIDES, STAGES, run_resnet_stages
 
 __all__ = ["BasicResNet"]
 
@@ -106,10 +106,4 @@ class BasicResNet(nn.Module):
             dict, in ``out_features`` order, of ``[B, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i])]``
             feature maps.
         """
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        outputs = {}
-        for stage in self.stage_names:
-            x = getattr(self, stage)(x)
-            if stage in self.out_features:
-                outputs[stage] = x
-        return {name: outputs[name] for name in self.out_features}
+        return run_resnet_stages(self, images)

@@ -10,7 +10,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ResNetBackbone", "load_state_dict_file"]
+__all__ = ["ResNetBackbone", "load_state_dict_file", "run_resnet_stages"]
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
@@ -52,6 +52,18 @@ def load_state_dict_file(path_or_url: str) -> dict[str, Tensor]:
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"{path_or_url} holds a {type(checkpoint).__name__}, not a state dict")
     return dict(checkpoint)
+
+
+def run_resnet_stages(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """The forward pass of a ResNet-layout backbone: stem (``conv1``, ``bn1``, ``relu``, ``maxpool``), then the
+    modules named in ``net.stage_names``; returns the stages in ``net.out_features``, in that order."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+    outputs = {}
+    for stage in net.stage_names:
+        x = getattr(net, stage)(x)
+        if stage in net.out_features:
+            outputs[stage] = x
+    return {name: outputs[name] for name in net.out_features}
 
 
 class ResNetBackbone(nn.Module):
@@ -151,10 +163,4 @@ class ResNetBackbone(nn.Module):
             dict, in ``out_features`` order, of ``[B, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i])]``
             feature maps (exactly ``H / stride`` for sizes divisible by 32).
         """
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        outputs = {}
-        for stage in self.stage_names:
-            x = getattr(self, stage)(x)
-            if stage in self.out_features:
-                outputs[stage] = x
-        return {name: outputs[name] for name in self.out_features}
+        return run_resnet_stages(self, images)

@@ -14,12 +14,19 @@ import torch
 
 from engine.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
-from tests.parity_fixtures import fixture_dir, load_case, load_spec
+from tests.parity_fixtures import (
+    LOGIT_TOL,
+    assert_boxes_in_pixels,
+    assert_close,
+    assert_detections,
+    fixture_dir,
+    load_case,
+    load_spec,
+    model_inputs,
+)
 from tests.projects.relation_detr_spec import model_config_from_spec
 
 MODEL = "relation_detr_tiny"
-BOX_TOL_PX = 1e-3
-LOGIT_TOL = 1e-4
 
 
 def _official_state():
@@ -43,32 +50,6 @@ def case():
     return load_case(MODEL, "eval_case.pt")
 
 
-def _inputs(images):
-    return [
-        {"image": image, "height": image.shape[1], "width": image.shape[2], "image_id": i}
-        for i, image in enumerate(images)
-    ]
-
-
-def _assert_close(name, actual, expected, atol):
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
-    assert diff <= atol, f"{name}: max abs difference {diff:.3g} > {atol}"
-
-
-def _assert_boxes_in_pixels(name, actual, expected, image):
-    """Normalised cxcywh boxes compared in pixels of ``image`` (``[3, H, W]``)."""
-    height, width = image.shape[-2:]
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    _assert_close(f"{name} (pixels)", actual * scale, expected * scale, BOX_TOL_PX)
-
-
-def _assert_detections(prefix, detections, expected):
-    assert torch.equal(detections["labels"], expected["labels"]), f"{prefix}: labels differ"
-    _assert_close(f"{prefix} scores", detections["scores"], expected["scores"], LOGIT_TOL)
-    _assert_close(f"{prefix} boxes", detections["boxes"], expected["boxes"], BOX_TOL_PX)
-
-
 def test_tiny_spec_parameter_count(model, spec):
     assert sum(p.numel() for p in model.parameters()) == spec["num_parameters"]
 
@@ -76,24 +57,24 @@ def test_tiny_spec_parameter_count(model, spec):
 @pytest.mark.parametrize("index", [0, 1])
 def test_single_image_intermediates_and_detections(model, case, index):
     expected = case["expected"][f"single{index}"]
-    inputs = _inputs([case["images"][index]])
+    inputs = model_inputs([case["images"][index]])
     with torch.no_grad():
         output = model.predict(inputs)
         detections = model(inputs)[0]
     assert "hybrid" not in output.extras  # the hybrid branch is training-only
-    _assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
-    _assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])
-    _assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)
-    _assert_boxes_in_pixels("dec_boxes", output.dec_boxes, expected["dec_boxes"], inputs[0]["image"])
-    _assert_detections(f"single{index}", detections, expected)
+    assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
+    assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])
+    assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)
+    assert_boxes_in_pixels("dec_boxes", output.dec_boxes, expected["dec_boxes"], inputs[0]["image"])
+    assert_detections(f"single{index}", detections, expected)
 
 
 def test_padded_batch_detections(model, case):
     with torch.no_grad():
-        detections = model(_inputs(case["images"]))
+        detections = model(model_inputs(case["images"]))
     assert len(detections) == len(case["expected"]["batch"])
     for index, (actual, expected) in enumerate(zip(detections, case["expected"]["batch"])):
-        _assert_detections(f"batch[{index}]", actual, expected)
+        assert_detections(f"batch[{index}]", actual, expected)
 
 
 def test_relation_changes_the_decoder(model, case):
@@ -103,7 +84,7 @@ def test_relation_changes_the_decoder(model, case):
     model.transformer.decoder.relation = None
     try:
         with torch.no_grad():
-            output = model.predict(_inputs([case["images"][0]]))
+            output = model.predict(model_inputs([case["images"][0]]))
     finally:
         model.transformer.decoder.relation = relation
     torch.testing.assert_close(output.dec_logits[0], expected["dec_logits"][0], atol=LOGIT_TOL, rtol=0)
