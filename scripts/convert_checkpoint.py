@@ -17,7 +17,9 @@ One rule table (``--model salience_detr``) covers every official backbone: ResNe
 FocalNet-L (configs ``salience_detr_{r50,swin_l,convnext_l,focalnet_l}_4scale_12ep.py``); their key layouts do not
 overlap.
 
-Adding a model (e.g. Relation DETR) means adding an entry to :data:`RULES` (and :data:`ALIASES` if needed).
+``--model relation_detr`` converts official Relation DETR checkpoints (ResNet, Swin-L, ConvNeXt-L and FocalNet-L
+backbones) into the models of ``projects/lp_detr``. Adding a model means adding an entry to :data:`RULES` (and
+:data:`ALIASES` if needed).
 """
 
 from __future__ import annotations
@@ -147,7 +149,9 @@ ALIASES: dict[str, list[Rule]] = {
 }
 
 
-# Relation DETR (xiuqhou/Relation-DETR, ResNet backbones); the models of projects/lp_detr.
+# Relation DETR (xiuqhou/Relation-DETR); the models of projects/lp_detr. Its backbones are Salience DETR's classes:
+# ResNet and ConvNeXt-L keep their names; Swin-L and FocalNet-L are ``nn.Sequential(extractor, post-process)``, the
+# post-process holding FocalNet's per-stage LayerNorms ``norm{i}`` (stages 0-3 in the official FocalNet-L model).
 _DECODER_LAYER_RENAMES = {
     "norm2": "self_attn_norm",
     "norm1": "cross_attn_norm",
@@ -156,6 +160,8 @@ _DECODER_LAYER_RENAMES = {
     "norm3": "ffn.norm",
 }
 _RELATION_RULES: list[Rule] = [
+    Rule(r"^backbone\.0\.(features|patch_embed|layers)\.", r"backbone.\1."),
+    Rule(r"^backbone\.1\.norm(\d+)\.", r"backbone.output_norms.stage\1."),
     Rule(r"^transformer\.enc_output\.", "transformer.proposal_generator.output_proj."),
     Rule(r"^transformer\.enc_output_norm\.", "transformer.proposal_generator.output_norm."),
     Rule(r"^transformer\.encoder_class_head\.", "transformer.enc_class_head."),
