@@ -19,9 +19,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-__all__ = ["class_color", "draw_boxes", "load_coco_results", "save_detection_grid"]
+__all__ = [
+    "class_color",
+    "draw_boxes",
+    "load_coco_results",
+    "load_metrics",
+    "save_detection_grid",
+    "save_metrics_plot",
+    "save_relation_weights_plot",
+    "save_salience_figure",
+]
 
 
 def class_color(label: int) -> tuple[float, float, float]:
@@ -132,6 +141,7 @@ def save_detection_grid(
     titles: Sequence[str] | None = None,
     columns: int = 4,
     dpi: int = 110,
+    show_scores: bool = True,
 ) -> str:
     """Writes one PNG with a panel per image: its detections, and its ground truth dashed if given.
 
@@ -144,6 +154,7 @@ def save_detection_grid(
         titles: one title per panel.
         columns: panels per row.
         dpi: resolution of the figure.
+        show_scores: write ``"name score"`` on each box; False writes the name only (``score`` not needed).
 
     Returns:
         ``output``.
@@ -164,7 +175,8 @@ def save_detection_grid(
             gt = ground_truths[index]
             draw_boxes(ax, [g["box"] for g in gt], [g["label"] for g in gt], class_names, ground_truth=True)
         dets = detections[index]
-        draw_boxes(ax, [d["box"] for d in dets], [d["label"] for d in dets], class_names, [d["score"] for d in dets])
+        scores = [d["score"] for d in dets] if show_scores else None
+        draw_boxes(ax, [d["box"] for d in dets], [d["label"] for d in dets], class_names, scores)
         if titles is not None:
             ax.set_title(titles[index], fontsize=8)
     if ground_truths is not None:
@@ -174,3 +186,195 @@ def save_detection_grid(
     fig.savefig(output, dpi=dpi)
     plt.close(fig)
     return output
+
+
+def _save(fig, output: str, dpi: int, tight: bool = False) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=dpi, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+    return output
+
+
+def save_salience_figure(
+    image: np.ndarray,
+    salience: Sequence[np.ndarray],
+    detections: Sequence[dict],
+    class_names: Sequence[str],
+    output: str,
+    level_names: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.55,
+    dpi: int = 110,
+) -> str:
+    """Writes one PNG: the image with its detections, then one panel per feature level with its salience map.
+
+    Args:
+        image: ``H x W x 3`` uint8.
+        salience: per level, an ``H x W`` array of probabilities in [0, 1] (already upsampled to the image).
+        detections: dicts with ``box`` (xyxy pixels), ``label``, ``score``.
+        class_names: name of each contiguous label.
+        output: path of the PNG.
+        level_names: title of each level's panel (default ``level l``).
+        title: the figure's title.
+        alpha: opacity of the salience overlay.
+    """
+    if not salience:
+        raise ValueError("no salience map to draw")
+    panels = 1 + len(salience)
+    h, w = image.shape[:2]
+    scale = 3.0 / max(h, w)
+    fig, axes = plt.subplots(1, panels, figsize=(w * scale * panels + 0.6, h * scale + 0.6), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    draw_boxes(
+        axes[0],
+        [d["box"] for d in detections],
+        [d["label"] for d in detections],
+        class_names,
+        [d["score"] for d in detections],
+    )
+    axes[0].set_title(f"detections ({len(detections)})", fontsize=8)
+    mappable = None
+    for index, level in enumerate(salience):
+        ax = axes[index + 1]
+        ax.imshow(image)
+        mappable = ax.imshow(np.asarray(level), cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+        name = level_names[index] if level_names is not None else f"level {index}"
+        ax.set_title(f"{name} (max {float(np.max(level)):.2f})", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.4)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=list(axes[1:]), fraction=0.02, pad=0.01, label="salience (sigmoid)")
+    return _save(fig, output, dpi, tight=True)
+
+
+def save_relation_weights_plot(
+    table: Sequence[Sequence[float]],
+    output: str,
+    scopes: Sequence[str] = ("local", "medium", "global"),
+    unused_rows: Sequence[int] = (0,),
+    title: str | None = None,
+    dpi: int = 110,
+) -> str:
+    """Writes LP-DETR's mixing weights Lambda per decoder layer as grouped bars (the paper's Figure 3).
+
+    Args:
+        table: ``[L, S]`` weights, one row per decoder layer, one column per scope.
+        output: path of the PNG.
+        scopes: name of each column.
+        unused_rows: rows the model does not use (layer 0 has no relation bias); hatched and labelled.
+        title: the axes' title.
+    """
+    weights = np.asarray(table, dtype=float)
+    if weights.ndim != 2 or weights.shape[1] != len(scopes):
+        raise ValueError(f"expected a [num_layers, {len(scopes)}] table, got shape {weights.shape}")
+    num_layers, num_scopes = weights.shape
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * num_layers + 1.5), 3.4))
+    width = 0.8 / num_scopes
+    x = np.arange(num_layers)
+    unused = set(int(r) for r in unused_rows)
+    for j, scope in enumerate(scopes):
+        bars = ax.bar(x + (j - (num_scopes - 1) / 2) * width, weights[:, j], width, label=scope, color=class_color(j))
+        for i, bar in enumerate(bars):
+            if i in unused:
+                bar.set_alpha(0.35)
+                bar.set_hatch("//")
+    ax.set_xticks(x, [f"{i}" + (" (unused)" if i in unused else "") for i in range(num_layers)], fontsize=8)
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("weight $\\lambda$")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(facecolor=class_color(j), label=scope) for j, scope in enumerate(scopes)]
+    if unused:
+        handles.append(Patch(facecolor="lightgray", hatch="//", label="unused by the model"))
+    top = float(np.nanmax(weights)) if weights.size else 1.0
+    ax.set_ylim(min(0.0, float(np.nanmin(weights)) * 1.1), max(top, 1e-6) * 1.35)
+    ax.legend(handles=handles, fontsize=7, ncol=len(handles), loc="upper center")
+    ax.set_title(title or "LP-DETR relation weights per decoder layer", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, output, dpi)
+
+
+def load_metrics(path: str) -> list[dict]:
+    """Rows of a ``metrics.json`` (one json object per line); the last row wins for a repeated iteration."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    rows: dict[int, dict] = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not a json object: {error}") from error
+            if not isinstance(row, dict) or "iteration" not in row:
+                raise ValueError(f"{path}:{number}: expected a json object with an 'iteration' key")
+            rows.setdefault(int(row["iteration"]), {}).update(row)
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    return [rows[k] for k in sorted(rows)]
+
+
+def _loss_group(key: str) -> str:
+    """``loss_class_dn_0`` -> ``loss_class``: terms grouped by the loss, summed over layers/denoising/encoder."""
+    parts = key.split("_")
+    return "_".join(parts[:2]) if len(parts) >= 2 else key
+
+
+def save_metrics_plot(rows: Sequence[dict], output: str, title: str | None = None, dpi: int = 110) -> str:
+    """Writes training curves: total loss, each loss group (summed over its terms), lr, and bbox AP/AP50.
+
+    Args:
+        rows: ``metrics.json`` rows (see :func:`load_metrics`).
+        output: path of the PNG.
+    """
+    train = [r for r in rows if "total_loss" in r or any(k.startswith("loss_") for k in r)]
+    evals = [r for r in rows if any(k.startswith("bbox/") for k in r)]
+    if not train and not evals:
+        raise ValueError("the metrics have neither losses nor bbox evaluation rows")
+    groups: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in train:
+        sums: dict[str, float] = defaultdict(float)
+        for k, v in r.items():
+            if k.startswith("loss_") and isinstance(v, (int, float)):
+                sums[_loss_group(k)] += float(v)
+        for g, v in sums.items():
+            groups[g].append((r["iteration"], v))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), squeeze=False)
+    (ax_total, ax_groups), (ax_lr, ax_ap) = axes
+    total = [(r["iteration"], r["total_loss"]) for r in train if "total_loss" in r]
+    if total:
+        ax_total.plot(*zip(*total), color="black")
+    ax_total.set_title("total loss", fontsize=9)
+    for index, (g, points) in enumerate(sorted(groups.items())):
+        ax_groups.plot(*zip(*points), label=g, color=class_color(index))
+    ax_groups.set_title("loss terms (summed over layers, denoising, encoder)", fontsize=9)
+    if groups:
+        ax_groups.legend(fontsize=7)
+    lr = [(r["iteration"], r["lr"]) for r in train if "lr" in r]
+    if lr:
+        ax_lr.plot(*zip(*lr), color="tab:purple")
+    ax_lr.set_title("learning rate", fontsize=9)
+    for index, key in enumerate(("bbox/AP", "bbox/AP50")):
+        points = [(r["iteration"], r[key]) for r in evals if isinstance(r.get(key), (int, float))]
+        if points:
+            ax_ap.plot(*zip(*points), marker="o", label=key, color=class_color(index))
+            ax_ap.annotate(f"{points[-1][1]:.1f}", points[-1], fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax_ap.set_title("evaluation", fontsize=9)
+    if evals:
+        ax_ap.legend(fontsize=7)
+    else:
+        ax_ap.text(0.5, 0.5, "no evaluation rows", ha="center", va="center", transform=ax_ap.transAxes)
+    for ax in axes.ravel():
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, output, dpi)

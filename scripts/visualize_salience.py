@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Draws Salience DETR's predicted salience maps (paper Figure 6): one PNG per image, with a panel of its
+detections and one panel per feature level with the sigmoid of that level's salience logits over the image.
+
+Each level's map covers the padded batch; the part over the (resized) image is cut out and upsampled to the
+original image size. A model without salience predictions (``extras["salience"]``) is an error.
+
+Example (after ``make demo``)::
+
+    python scripts/visualize_salience.py --config-file output/demo/config.yaml \\
+        --weights output/demo/model_final.pth --input datasets/synthetic/val/000000.png --output /tmp/salience
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data.mapper import read_image  # noqa: E402
+from engine.lazy import instantiate  # noqa: E402
+from evaluation.visualizer import save_salience_figure  # noqa: E402
+from modeling.postprocess import topk_detections  # noqa: E402
+from scripts.demo import (  # noqa: E402
+    _num_classes,
+    _output_name,
+    collect_inputs,
+    dataset_metadata,
+    load_config,
+    load_model,
+    prepare_input,
+    resolve_device,
+    thresholded,
+)
+
+logger = logging.getLogger("visualize_salience")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="Salience DETR LazyConfig (or a run's config.yaml)")
+    parser.add_argument("--weights", required=True, help="checkpoint of the config's model")
+    parser.add_argument("--input", required=True, nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--output", required=True, help="folder for the PNGs")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="(default: %(default)s)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides key=value (after `--` when they follow --input)",
+    )
+    return parser.parse_args(argv)
+
+
+def check_salience_model(model: torch.nn.Module) -> None:
+    """Raises a ValueError unless the model is a two-stage DETR whose transformer predicts salience."""
+    if not all(hasattr(model, name) for name in ("preprocess", "run", "num_detections")):
+        raise ValueError(f"{type(model).__name__} is not a two-stage DETR (no preprocess/run): no salience maps")
+
+
+def salience_maps(model: torch.nn.Module, inputs: dict) -> tuple[list[torch.Tensor], dict]:
+    """Per level ``[H, W]`` salience probabilities in the original image's pixels, and the detections."""
+    with torch.no_grad():
+        batch = model.preprocess([inputs])
+        output = model.run(batch)
+    salience = output.extras.get("salience") if isinstance(output.extras, dict) else None
+    if not salience:
+        raise ValueError(
+            f"the model {type(model).__name__} predicts no salience maps (its transformer output has no "
+            f"extras['salience']; extras: {sorted(output.extras or {})}); use a Salience DETR config"
+        )
+    size = (inputs["height"], inputs["width"])
+    detections = topk_detections(output.dec_logits[-1], output.dec_boxes[-1], [size], model.num_detections)[0]
+    padded_h, padded_w = batch.images.shape[-2:]
+    image_h, image_w = batch.image_sizes[0]
+    maps = []
+    for logits in salience:
+        level = logits[0:1].float().sigmoid()  # [1, 1, h_l, w_l] over the padded batch
+        level = F.interpolate(level, size=(padded_h, padded_w), mode="bilinear", align_corners=False)
+        level = level[..., :image_h, :image_w]
+        level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+        maps.append(level[0, 0].clamp(0, 1).cpu())
+    return maps, detections
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Runs the script; returns the paths of the PNGs."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    paths = collect_inputs(args.input)
+    cfg = load_config(args.config_file, args.opts)
+    device = resolve_device(args.device)
+    model = load_model(cfg, args.weights, device)
+    check_salience_model(model)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    class_names, _ = dataset_metadata(cfg, None, _num_classes(model))
+    os.makedirs(args.output, exist_ok=True)
+    pngs, used = [], set()
+    for path in tqdm(paths, desc="salience", unit="img"):
+        inputs = prepare_input(mapper, path)
+        maps, output = salience_maps(model, inputs)
+        detections, names = thresholded(output, args.score_threshold, class_names)
+        png = save_salience_figure(
+            read_image(path).permute(1, 2, 0).numpy(),
+            [m.numpy() for m in maps],
+            detections,
+            names,
+            os.path.join(args.output, _output_name(path, used)),
+            level_names=[f"level {i}" for i in range(len(maps))],
+            title=f"{os.path.basename(path)}: salience per feature level (finest first), "
+            f"detections with score >= {args.score_threshold}",
+        )
+        pngs.append(png)
+    logger.info(f"wrote {len(pngs)} PNGs to {args.output}")
+    return pngs
+
+
+if __name__ == "__main__":
+    main()
