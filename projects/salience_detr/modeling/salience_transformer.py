@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from modeling.transformer import MultiLevelTokens, TwoStageTransformer
 
+from .export import static_budget_encode
 from .salience_prediction import TopDownSalience
 from .token_filter import HierarchicalTokenFilter
 
@@ -78,3 +79,9 @@ class SalienceTransformer(TwoStageTransformer):
         selection = self.token_filter(salience, tokens)
         memory = self.encoder(tokens, selection, self.enc_class_head)
         return memory, {"salience": salience}
+
+    def encode_for_export(self, tokens: MultiLevelTokens) -> tuple[Tensor, dict[str, Any]]:
+        """:meth:`encode` for one image padded to a fixed canvas, with the canvas's static token budget and masks
+        instead of image-size-dependent top-k sizes, so that a trace serves every image size
+        (:class:`modeling.export.ExportableDetector`; see ``export.py``)."""
+        return static_budget_encode(self, tokens)
