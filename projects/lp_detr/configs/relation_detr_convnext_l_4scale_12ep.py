@@ -9,19 +9,11 @@ The official repository has this config but publishes no ConvNeXt-L checkpoint; 
 official code converts with ``scripts/convert_checkpoint.py --model relation_detr`` (``model.num_classes=91``).
 """
 
-from engine.lazy import LazyCall as L
-from modeling.backbones import ConvNeXtBackbone
-
+from ...salience_detr.configs import salience_detr_convnext_l_4scale_12ep as _salience
 from .relation_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.backbone = L(ConvNeXtBackbone)(
-    dims=(192, 384, 768, 1536),
-    depths=(3, 3, 27, 3),
-    drop_path_rate=0.5,
-    out_indices=(1, 2, 3),
-    freeze_at=2,
-    weights="https://download.pytorch.org/models/convnext_large-ea097f82.pth",
-)
-model.neck.in_channels = (384, 768, 1536)
+# The backbone and neck inputs of Salience DETR's config, read from it rather than repeated.
+model.backbone = _salience.model.backbone
+model.neck.in_channels = _salience.model.neck.in_channels
 
 train.output_dir = "./output/relation_detr_convnext_l_4scale_12ep"

@@ -8,22 +8,11 @@ The official COCO checkpoints (``relation_detr_swin_l_800_1333_coco_1x.pth``, 57
 convert with ``scripts/convert_checkpoint.py --model relation_detr`` into this model with ``model.num_classes=91``.
 """
 
-from engine.lazy import LazyCall as L
-from modeling.backbones import SwinBackbone
-
+from ...salience_detr.configs import salience_detr_swin_l_4scale_12ep as _salience
 from .relation_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.backbone = L(SwinBackbone)(
-    embed_dim=192,
-    depths=(2, 2, 18, 2),
-    num_heads=(6, 12, 24, 48),
-    window_size=7,
-    drop_path_rate=0.2,
-    out_indices=(1, 2, 3),
-    freeze_at=2,
-    weights="https://github.com/xiuqhou/pretrained_weights/releases/download/v1.0.2-beta/"
-    "swin_large_patch4_window7_224_22k.pth",
-)
-model.neck.in_channels = (384, 768, 1536)
+# The backbone and neck inputs of Salience DETR's config, read from it rather than repeated.
+model.backbone = _salience.model.backbone
+model.neck.in_channels = _salience.model.neck.in_channels
 
 train.output_dir = "./output/relation_detr_swin_l_4scale_12ep"
