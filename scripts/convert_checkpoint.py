@@ -68,9 +68,7 @@ _REPVGG_RENAMES = {
     "se_module.se_module": "gate.excite",
 }
 
-# Applied in order, each to the result of the previous ones. A key is *known* when at least one rule matches it
-# or it is listed in IDENTITY_PREFIXES.
-_SALIENCE_RULES: list[Rule] = [
+_BACKBONE_AND_TWO_STAGE_RULES: list[Rule] = [
     # backbones (ResNet and ConvNeXt keep their names). The official Swin-L and FocalNet-L backbones are an
     # ``nn.Sequential`` of the feature extractor (``0``) and a post-processing module (``1``: FocalNet's per-stage
     # LayerNorms ``norm{i}``, ``i`` the stage index).
@@ -81,6 +79,12 @@ _SALIENCE_RULES: list[Rule] = [
     Rule(r"^transformer\.enc_output_norm\.", "transformer.proposal_generator.output_norm."),
     Rule(r"^transformer\.encoder_class_head\.", "transformer.enc_class_head."),
     Rule(r"^transformer\.encoder_bbox_head\.", "transformer.enc_box_head."),
+]
+
+# Applied in order, each to the result of the previous ones. A key is *known* when at least one rule matches it
+# or it is listed in IDENTITY_PREFIXES.
+_SALIENCE_RULES: list[Rule] = [
+    *_BACKBONE_AND_TWO_STAGE_RULES,
     # salience prediction and hierarchical filtering
     Rule(r"^transformer\.alpha$", "transformer.salience.alpha"),
     Rule(r"^transformer\.enc_mask_predictor\.layer1\.0\.", "transformer.salience.predictor.norm."),
@@ -160,12 +164,7 @@ _DECODER_LAYER_RENAMES = {
     "norm3": "ffn.norm",
 }
 _RELATION_RULES: list[Rule] = [
-    Rule(r"^backbone\.0\.(features|patch_embed|layers)\.", r"backbone.\1."),
-    Rule(r"^backbone\.1\.norm(\d+)\.", r"backbone.output_norms.stage\1."),
-    Rule(r"^transformer\.enc_output\.", "transformer.proposal_generator.output_proj."),
-    Rule(r"^transformer\.enc_output_norm\.", "transformer.proposal_generator.output_norm."),
-    Rule(r"^transformer\.encoder_class_head\.", "transformer.enc_class_head."),
-    Rule(r"^transformer\.encoder_bbox_head\.", "transformer.enc_box_head."),
+    *_BACKBONE_AND_TWO_STAGE_RULES,
     Rule(r"^transformer\.hybrid_bbox_head\.", "transformer.hybrid_box_head."),
     Rule(r"^transformer\.encoder\.memory_fusion\.", "transformer.encoder.layer_fusion."),
     *_layer_rules(

@@ -10,35 +10,9 @@ COCO categories are contiguous 0..79 here; the official checkpoint (91 COCO ids)
 ``scripts/convert_checkpoint.py --model relation_detr`` into this model with ``model.num_classes=91``.
 """
 
-from engine.lazy import LazyCall as L
-from engine.solver import get_default_optimizer_params
-
-from ....configs.common.coco_schedule import multistep_schedule
-from ....configs.common.data.coco_detr import dataloader
-from ....configs.common.optim import AdamW as optimizer
-from ....configs.common.train import train
+from ...salience_detr.configs.salience_detr_r50_4scale_12ep import dataloader, lr_multiplier, optimizer, train
 from .models.relation_detr_r50 import model
 
+# The recipe (optimizer, lr factors, batch, schedule, clipping, data) is Salience DETR's, imported from its config.
 model.num_classes = 80
-
-optimizer.lr = 1e-4
-optimizer.weight_decay = 1e-4
-optimizer.params = L(get_default_optimizer_params)(
-    base_lr="${..lr}",
-    weight_decay_norm=0.0,
-    weight_decay_bias=0.0,
-    lr_factors={"backbone": 0.1, "sampling_offsets": 0.1, "reference_points": 0.1},
-)
-
-dataloader.train.total_batch_size = 10
-
-train.epochs = 12
-train.lr_reference_batch_size = 10
-train.clip_grad.enabled = True
-train.clip_grad.params.max_norm = 0.1
-train.clip_grad.params.norm_type = 2
-train.eval_period = 5000
-train.checkpointer.period = 5000
 train.output_dir = "./output/relation_detr_r50_4scale_12ep"
-
-lr_multiplier = multistep_schedule(12, 10, warmup_iters=1000)
