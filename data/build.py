@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from engine import comm
 
+from . import preflight
 from .catalog import DatasetCatalog, MetadataCatalog
 from .samplers import InferenceSampler, InfiniteGroupedBatchSampler
 
@@ -73,7 +74,7 @@ def _check_category_ids(dicts: list[dict], class_names: Sequence[str] | None, na
 
 
 def get_detection_dataset_dicts(
-    names: str | Sequence[str], filter_empty: bool = True, min_keypoints: int = 0
+    names: str | Sequence[str], filter_empty: bool = True, min_keypoints: int = 0, check_images: bool = True
 ) -> list[dict]:
     """Concatenates the dataset dicts of registered datasets.
 
@@ -81,9 +82,16 @@ def get_detection_dataset_dicts(
         names: one dataset name or several.
         filter_empty: drop images without any non-crowd annotation (training).
         min_keypoints: detectron2 compatibility; keypoints are not supported, so it must be 0.
+        check_images: before anything is filtered, check every image file (exists, complete, header parses, size
+            equals the dict's ``height``/``width``) with :func:`data.preflight.check_images`, so that a bad file
+            stops the run now, listed with all the others, instead of at the training iteration that reaches it.
+            Turn it off in a LazyConfig with ``dataloader.train.dataset.check_images=False``.
 
     Returns:
         list of dataset dicts.
+
+    Raises:
+        data.preflight.BadImagesError: ``check_images`` found bad images (a ``ValueError`` listing all of them).
     """
     names = [names] if isinstance(names, str) else list(names)
     if not names:
@@ -96,6 +104,8 @@ def get_detection_dataset_dicts(
         if not part:
             raise ValueError(f"Dataset '{name}' is empty")
         dicts.extend(part)
+    if check_images:
+        preflight.check_images(dicts, dataset_name=", ".join(names))
     if filter_empty:
         before = len(dicts)
         dicts = [d for d in dicts if _has_instances(d)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections import UserDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
@@ -49,19 +49,67 @@ DatasetCatalog = _DatasetCatalog()
 
 
 class Metadata:
-    """Attribute bag for one dataset; attributes, once set, cannot be changed to another value."""
+    """Attribute bag for one dataset; attributes, once set, cannot be changed to another value.
+
+    Some attributes can be derived from the dataset's files on first use instead of being set at registration
+    (:meth:`set_provider`): ``register_coco_instances`` lets the category attributes (``thing_classes``,
+    ``thing_dataset_id_to_contiguous_id``) come from the json's categories, so they are right whether they are
+    read before or after the dataset is loaded.
+    """
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_providers", {})
         self.set(**kwargs)
 
     def __getattr__(self, key: str) -> Any:
-        if key.startswith("__"):
+        if key.startswith("__") or key == "_providers":
             raise AttributeError(key)
-        known = [k for k in self.__dict__ if k != "name"]
+        if key in self._providers:
+            self._provide(key)
+            return self.__dict__[key]
+        known = [k for k in self._known_keys() if k != "name"]
         raise AttributeError(
             f"Metadata of dataset '{self.name}' has no attribute '{key}'. Available: {', '.join(known) or '(none)'}"
         )
+
+    def set_provider(self, keys: Sequence[str], provider: Callable[[], dict[str, Any]]) -> Metadata:
+        """Derives ``keys`` on first access with ``provider()`` (a dict holding at least those keys).
+
+        Values already set (at registration) are kept and must agree with what the provider returns; a
+        disagreement is an error naming both values.
+        """
+        for key in keys:
+            self._providers[key] = provider
+        return self
+
+    def _provide(self, key: str) -> None:
+        provider = self._providers[key]
+        values = provider()
+        missing = [k for k, p in self._providers.items() if p is provider and k not in values]
+        if missing:
+            raise KeyError(f"The metadata provider of dataset '{self.name}' returned no {missing}")
+        self.set_derived(**{k: values[k] for k, p in list(self._providers.items()) if p is provider})
+
+    def set_derived(self, source: str = "the dataset's files", **values: Any) -> Metadata:
+        """Sets values derived from the dataset (their providers are dropped).
+
+        A value already set at registration must agree; a disagreement is an error naming both values and
+        ``source``.
+        """
+        for key, value in values.items():
+            self._providers.pop(key, None)
+            old = self.__dict__.get(key, _MISSING)
+            if old is not _MISSING and old != value:
+                raise ValueError(
+                    f"{source} gives {key}={value!r}, but dataset '{self.name}' was registered with {old!r}; "
+                    "register it with {} metadata to take the dataset's own values"
+                )
+            object.__setattr__(self, key, value)
+        return self
+
+    def _known_keys(self) -> list[str]:
+        return [k for k in self.__dict__ if k != "_providers"] + [k for k in self._providers if k not in self.__dict__]
 
     def __setattr__(self, key: str, value: Any) -> None:
         old = self.__dict__.get(key, _MISSING)
@@ -75,10 +123,16 @@ class Metadata:
         return self
 
     def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.__dict__ and key in self._providers:
+            self._provide(key)
         return self.__dict__.get(key, default)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Every attribute, derived ones included (this reads the dataset's files where needed)."""
+        for key in list(self._providers):
+            if key in self._providers:
+                self._provide(key)
+        return {k: v for k, v in self.__dict__.items() if k != "_providers"}
 
 
 _MISSING = object()

@@ -23,11 +23,23 @@ from pycocotools.coco import COCO
 
 from .catalog import DatasetCatalog, MetadataCatalog
 
-__all__ = ["load_coco_json", "register_coco_instances", "convert_to_coco_dict", "convert_to_coco_json"]
+__all__ = [
+    "CATEGORY_KEYS",
+    "category_metadata",
+    "coco_json_category_metadata",
+    "convert_to_coco_dict",
+    "convert_to_coco_json",
+    "load_coco_json",
+    "register_coco_instances",
+    "write_json",
+]
 
 logger = logging.getLogger(__name__)
 
 _MAX_LISTED_IDS = 5
+
+#: metadata keys derived from a dataset's categories
+CATEGORY_KEYS = ("thing_classes", "thing_dataset_id_to_contiguous_id")
 
 
 def _read_coco(json_file: str) -> COCO:
@@ -101,19 +113,51 @@ def _valid_annotations(coco: COCO, json_file: str) -> list[dict]:
     return [a for a in anns if a["bbox"][2] > 0 and a["bbox"][3] > 0]
 
 
-def _set_category_metadata(dataset_name: str, json_file: str, image_root: str, classes: list, id_map: dict) -> None:
-    meta = MetadataCatalog.get(dataset_name)
-    for key, value in (("thing_classes", classes), ("thing_dataset_id_to_contiguous_id", id_map)):
-        old = meta.get(key)
-        if old is not None and old != value:
-            raise ValueError(f"{json_file}: categories give {key}={value!r}, but dataset '{dataset_name}' has {old!r}")
-    meta.set(
-        thing_classes=classes,
-        thing_dataset_id_to_contiguous_id=id_map,
-        json_file=json_file,
-        image_root=image_root,
-        evaluator_type="coco",
-    )
+def category_metadata(categories: list[dict], json_file: str) -> dict[str, Any]:
+    """``thing_classes`` and ``thing_dataset_id_to_contiguous_id`` of a COCO json's ``categories``.
+
+    Contiguous ids follow the sorted category ids: the smallest id is label 0. This is the one definition of the
+    mapping; the loader, the metadata and hence the evaluator all use it.
+
+    Raises:
+        ValueError: a category lacks ``id`` or ``name``, or two categories share an id.
+    """
+    for cat in categories:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise ValueError(f"{json_file}: category {cat!r} needs an 'id' and a 'name'")
+    _check_unique_ids(categories, "category", json_file)
+    cats = sorted(categories, key=lambda c: c["id"])
+    return {
+        "thing_classes": [str(c["name"]) for c in cats],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _json_category_metadata(json_file: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    with open(json_file) as f:
+        try:
+            dataset = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{json_file} is not valid json: {e}") from e
+    if not isinstance(dataset, dict) or "categories" not in dataset:
+        raise ValueError(f"{json_file} is not a COCO instances file: it has no 'categories'")
+    return category_metadata(dataset["categories"], json_file)
+
+
+def coco_json_category_metadata(json_file: str) -> dict[str, Any]:
+    """:func:`category_metadata` of a COCO json file (read once per file version).
+
+    Raises:
+        FileNotFoundError: ``json_file`` does not exist.
+        ValueError: it is not a COCO instances json.
+    """
+    json_file = os.fspath(json_file)
+    try:
+        stat = os.stat(json_file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"COCO json file not found: {json_file}") from None
+    return dict(_json_category_metadata(os.path.abspath(json_file), stat.st_mtime_ns, stat.st_size))
 
 
 def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = None) -> list[dict]:
@@ -139,10 +183,11 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str | None = N
         raise FileNotFoundError(f"Image root of {json_file} not found: {image_root}")
     _check_images(coco.dataset["images"], json_file)
     anns = _valid_annotations(coco, json_file)
-    cats = sorted(coco.dataset["categories"], key=lambda c: c["id"])
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
+    categories = category_metadata(coco.dataset["categories"], json_file)
+    id_map = categories["thing_dataset_id_to_contiguous_id"]
     if dataset_name is not None:
-        _set_category_metadata(dataset_name, json_file, image_root, [c["name"] for c in cats], id_map)
+        meta = MetadataCatalog.get(dataset_name).set_derived(f"the categories of {json_file}", **categories)
+        meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     per_image: dict[Any, list[dict]] = {img["id"]: [] for img in coco.dataset["images"]}
     for ann in anns:
         per_image[ann["image_id"]].append(
@@ -177,7 +222,8 @@ def register_coco_instances(name: str, metadata: dict, json_file: str, image_roo
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     DatasetCatalog.register(name, functools.partial(load_coco_json, json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+    meta = MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+    meta.set_provider(CATEGORY_KEYS, functools.partial(coco_json_category_metadata, json_file))  # read when needed
 
 
 def _coco_categories(dataset_name: str) -> tuple[list[dict], dict[int, int]]:
@@ -239,15 +285,28 @@ def convert_to_coco_json(dataset_name: str, output_file: str, allow_cached: bool
     if allow_cached and os.path.exists(output_file):
         logger.info(f"Using cached COCO json of '{dataset_name}' at {output_file}")
         return
-    folder = os.path.dirname(os.path.abspath(output_file))
+    write_json(convert_to_coco_dict(dataset_name), output_file)
+    logger.info(f"Wrote COCO json of '{dataset_name}' to {output_file}")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> str:
+    """Writes ``obj`` as json to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    A crash never leaves a half-written file at ``path``. Returns ``path`` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    coco_dict = convert_to_coco_dict(dataset_name)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(coco_dict, f)
-        os.replace(tmp, output_file)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    logger.info(f"Wrote COCO json of '{dataset_name}' to {output_file}")
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from .transforms import RandomChoice, build_augmentation
 
-__all__ = ["DetrDatasetMapper", "read_image", "annotations_to_targets"]
+__all__ = ["DetrDatasetMapper", "read_image", "read_image_size", "annotations_to_targets"]
 
 
 def read_image(file_name: str) -> torch.Tensor:
@@ -39,6 +39,52 @@ def read_image(file_name: str) -> torch.Tensor:
             return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as e:
         raise ValueError(f"Cannot decode image {file_name}: {e}") from e
+
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+def read_image_size(file_name: str) -> tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`read_image` returns it, from its header only.
+
+    The pixels are not decoded: PIL parses the header (and the EXIF orientation, which swaps height and width
+    for the rotating orientations, as :func:`read_image` applies it).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the header cannot be parsed as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file_name) as img:
+            width, height = img.size
+            orientation = _exif_orientation(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {file_name}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"Cannot read the image header of {file_name}: {e}") from e
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        height, width = width, height
+    return int(height), int(width)
+
+
+def _exif_orientation(img) -> int:
+    """The EXIF orientation of an opened PIL image, without decoding its pixels.
+
+    For a PNG, PIL's ``getexif()`` decodes the whole image to look for an eXIf chunk after the pixel data; the
+    chunk before the pixels (in ``img.info``, the one torchvision's decoder applies) is read instead.
+    """
+    from PIL import Image
+
+    if img.format != "PNG":
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    exif = Image.Exif()
+    raw = img.info.get("exif")
+    if raw:
+        exif.load(raw)
+    return int(exif.get(_EXIF_ORIENTATION, 1))
 
 
 def _check_image_size(dataset_dict: dict, image: torch.Tensor) -> None:
@@ -105,6 +151,18 @@ class DetrDatasetMapper:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(is_train={self.is_train}, augmentation={self.augmentation})"
+
+    def inference_input(self, image: torch.Tensor) -> dict:
+        """The model input of an image that comes without a dataset dict (``engine.predictor``, the scripts).
+
+        Args:
+            image: uint8 ``[3, H, W]``, RGB.
+
+        Returns:
+            ``{"image": uint8 [3, H', W'] after the augmentation (the test resize), "height": H, "width": W}``.
+        """
+        resized = self.augmentation({"image": tv_tensors.Image(image)})["image"].as_subclass(torch.Tensor)
+        return {"image": resized, "height": int(image.shape[-2]), "width": int(image.shape[-1])}
 
     def __call__(self, dataset_dict: dict) -> dict:
         """Maps one dataset dict.

@@ -1,12 +1,17 @@
-"""COCOEvaluator against pycocotools run directly on the same ground truth and detections."""
+"""COCOEvaluator against pycocotools run directly on the same ground truth and detections.
+
+With faster-coco-eval installed, ``use_fast_impl=True`` (the default) must give pycocotools' numbers.
+"""
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import math
 import os
 import pickle
+import re
 import sys
 import types
 import uuid
@@ -344,3 +349,212 @@ def test_two_process_gloo_matches_single_process(dataset, tmp_path):
     assert list(rank0["bbox"]) == list(single["bbox"])
     for key, value in single["bbox"].items():
         assert_same(rank0["bbox"][key], value)
+
+
+# ------------------------------------------------------ pycocotools vs faster-coco-eval
+needs_faster_coco_eval = pytest.mark.skipif(
+    importlib.util.find_spec("faster_coco_eval") is None, reason="faster-coco-eval is not installed"
+)
+BOX_SIDES = (10.0, 20.0, 32.0, 50.0, 80.0, 96.0, 150.0, 250.0)  # small, medium and large; 32 and 96 on the limits
+EVAL_CASES = [(100, False), (20, False), (300, True)]  # (max_dets_per_image, evaluate a subset of the images)
+EVAL_CASE_IDS = ["maxdets100", "maxdets20", "maxdets300-subset"]
+
+
+def make_custom_coco(category_ids: tuple[int, ...], seed: int = 0, num_images: int = 10) -> dict:
+    """A COCO dict with the given category ids: 1-6 boxes per image of all sizes, a crowd box, image 3 empty."""
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for i in range(num_images):
+        image_id = 1000 + 7 * i
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 640, "height": 480})
+        for _ in range(0 if i == 3 else int(rng.integers(1, 7))):
+            w, h = float(rng.choice(BOX_SIDES)), float(rng.choice(BOX_SIDES))
+            x, y = float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h))
+            ann = {"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h], "area": w * h}
+            ann.update(category_id=int(rng.choice(category_ids)), iscrowd=int(not annotations or rng.uniform() < 0.1))
+            annotations.append(ann)
+    categories = [{"id": c, "name": f"class{c}"} for c in category_ids]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def add_false_positives(outputs: dict, coco: dict, num: int, seed: int = 2) -> dict:
+    """``outputs`` with ``num`` more low-score random boxes per image (so that ``maxDets`` cuts some)."""
+    rng = np.random.default_rng(seed)
+    sizes = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
+    num_classes = len(coco["categories"])
+    extended = {}
+    for image_id, out in outputs.items():
+        width, height = sizes[image_id]
+        wh = rng.uniform(8, 200, (num, 2))
+        xy = rng.uniform(0, 1, (num, 2)) * (np.array([width, height]) - wh)
+        boxes = torch.tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
+        extended[image_id] = {
+            "boxes": torch.cat([out["boxes"], boxes]),
+            "scores": torch.cat([out["scores"], torch.tensor(rng.uniform(0, 0.5, num), dtype=torch.float32)]),
+            "labels": torch.cat([out["labels"], torch.tensor(rng.integers(0, num_classes, num))]),
+        }
+    return extended
+
+
+@pytest.fixture
+def eval_calls(monkeypatch):
+    """Counts ``evaluate`` calls of pycocotools' ``COCOeval`` and of faster-coco-eval's ``COCOeval_faster``."""
+    from faster_coco_eval import COCOeval_faster
+
+    calls = {"pycocotools": 0, "faster-coco-eval": 0}
+    for key, cls in (("pycocotools", COCOeval), ("faster-coco-eval", COCOeval_faster)):
+
+        def evaluate(self, _original=cls.evaluate, _key=key):
+            calls[_key] += 1
+            return _original(self)
+
+        monkeypatch.setattr(cls, "evaluate", evaluate)
+    return calls
+
+
+@pytest.fixture
+def registered():
+    """Registers a COCO dict (json in ``directory``) as a dataset; unregistered afterwards."""
+    names = []
+
+    def make(coco: dict, directory, mapping: dict) -> str:
+        json_file = os.path.join(directory, f"custom_{len(names)}.json")
+        with open(json_file, "w") as f:
+            json.dump(coco, f)
+        names.append(f"test_fast_eval_{uuid.uuid4().hex[:8]}")
+        register(names[-1], json_file, coco, mapping)
+        return names[-1]
+
+    yield make
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+@pytest.fixture(scope="module")
+def synthetic_val(tmp_path_factory):
+    """(name, coco dict) of the val split of a tiny synthetic dataset (4 train, 12 val images; ids 1, 3, 5, 7)."""
+    from data.synthetic import generate_synthetic_coco, register_synthetic
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    json_file = generate_synthetic_coco(root, num_train=4, num_val=12)["val"]
+    names = register_synthetic(root, name_prefix=f"test_fast_{uuid.uuid4().hex[:8]}", num_train=4, num_val=12)
+    with open(json_file) as f:
+        coco = json.load(f)
+    yield names[1], coco
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def evaluate_with(
+    name: str, outputs: dict, use_fast_impl: bool, caplog, img_ids=None, max_dets: int = 100, expect: str = ""
+) -> dict:
+    """The bbox results of a ``COCOEvaluator`` fed ``outputs``; asserts the implementation the log names.
+
+    ``expect`` is that implementation; by default the one ``use_fast_impl`` asks for.
+    """
+    evaluator = COCOEvaluator(name, max_dets_per_image=max_dets, use_fast_impl=use_fast_impl)
+    feed(evaluator, outputs)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="evaluation.coco_evaluation"):
+        bbox = evaluator.evaluate(img_ids=img_ids)["bbox"]
+    expect = expect or ("faster-coco-eval" if use_fast_impl else "pycocotools")
+    count = len(outputs if img_ids is None else img_ids)
+    assert re.search(rf"Evaluating bbox on {count} images with {expect} \d", caplog.text), caplog.text
+    return bbox
+
+
+def assert_same_results(slow: dict, fast: dict, tol: float = 1e-9) -> None:
+    """Same keys in the same order, values equal to ``tol`` (percent) or both NaN."""
+    assert list(slow) == list(fast)
+    for key in slow:
+        assert (math.isnan(slow[key]) and math.isnan(fast[key])) or abs(slow[key] - fast[key]) <= tol, key
+
+
+def compare_paths(name: str, outputs: dict, eval_calls, caplog, max_dets: int, subset: bool) -> tuple[dict, dict]:
+    """(pycocotools, faster-coco-eval) bbox results on the same detections; each ran once, as its log says."""
+    img_ids = sorted(outputs)[::2] if subset else None
+    slow = evaluate_with(name, outputs, False, caplog, img_ids, max_dets)
+    fast = evaluate_with(name, outputs, True, caplog, img_ids, max_dets)
+    assert eval_calls == {"pycocotools": 1, "faster-coco-eval": 1}
+    assert_same_results(slow, fast)
+    assert list(slow)[:12] == [*STAT_NAMES[:6], "AR1", "AR10", f"AR{max_dets}", *STAT_NAMES[9:]]
+    return slow, fast
+
+
+@needs_faster_coco_eval
+@pytest.mark.parametrize(("max_dets", "subset"), EVAL_CASES, ids=EVAL_CASE_IDS)
+def test_fast_impl_matches_pycocotools_on_synthetic(synthetic_val, eval_calls, caplog, max_dets, subset):
+    name, coco = synthetic_val
+    mapping = {c["id"]: i for i, c in enumerate(coco["categories"])}
+    outputs = add_false_positives(make_outputs(coco, seed=3, mapping=mapping), coco, num=12)
+    slow, _ = compare_paths(name, outputs, eval_calls, caplog, max_dets, subset)
+    assert 0 < slow["AP"] < 100
+    assert len(slow) == 12 + 4
+
+
+@needs_faster_coco_eval
+@pytest.mark.parametrize("category_ids", [(1, 2, 3), (4, 17, 90)], ids=["ids1-3", "ids4-17-90"])
+@pytest.mark.parametrize(("max_dets", "subset"), EVAL_CASES, ids=EVAL_CASE_IDS)
+def test_fast_impl_matches_pycocotools_on_custom(
+    registered, tmp_path, eval_calls, caplog, category_ids, max_dets, subset
+):
+    coco = make_custom_coco(category_ids)
+    mapping = {c: i for i, c in enumerate(category_ids)}
+    name = registered(coco, tmp_path, mapping)
+    outputs = add_false_positives(make_outputs(coco, seed=4, mapping=mapping), coco, num=20)
+    slow, _ = compare_paths(name, outputs, eval_calls, caplog, max_dets, subset)
+    assert 0 < slow["AP"] < 100
+    assert [k for k in slow if k.startswith("AP-")] == [f"AP-class{c}" for c in category_ids]
+
+
+@needs_faster_coco_eval
+def test_fast_impl_perfect_detections_give_ap_100(registered, tmp_path, eval_calls, caplog):
+    coco = make_custom_coco((4, 17, 90))
+    mapping = {4: 0, 17: 1, 90: 2}
+    name = registered(coco, tmp_path, mapping)
+    slow, fast = compare_paths(name, make_outputs(coco, mapping=mapping, perfect=True), eval_calls, caplog, 100, False)
+    for bbox in (slow, fast):
+        for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "AP-class4", "AP-class17", "AP-class90"):
+            assert bbox[key] == 100.0, key
+
+
+@needs_faster_coco_eval
+def test_fast_impl_failure_is_raised_not_hidden(dataset, monkeypatch):
+    from faster_coco_eval import COCOeval_faster
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(COCOeval_faster, "evaluate", broken)
+    name, _, coco = dataset()
+    evaluator = COCOEvaluator(name)
+    feed(evaluator, make_outputs(coco))
+    with pytest.raises(RuntimeError, match="boom") as info:
+        evaluator.evaluate()
+    assert any("use_fast_impl=False" in note for note in info.value.__notes__)
+
+
+def test_without_faster_coco_eval_pycocotools_evaluates(dataset, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # how an absent package looks to the import system
+    name, _, coco = dataset()
+    outputs = make_outputs(coco)
+    slow = evaluate_with(name, outputs, False, caplog)
+    assert_same_results(slow, evaluate_with(name, outputs, True, caplog, expect="pycocotools"))
+
+
+@needs_faster_coco_eval
+def test_fast_impl_leaves_non_integer_ids_to_pycocotools(registered, tmp_path, eval_calls, caplog):
+    coco = make_custom_coco((1, 2, 3))
+    outputs = make_outputs(coco, mapping={1: 0, 2: 1, 3: 2})
+    for item in coco["images"] + coco["annotations"]:
+        key = "id" if "file_name" in item else "image_id"
+        item[key] = f"img{item[key]}"
+    name = registered(coco, tmp_path, {1: 0, 2: 1, 3: 2})
+    outputs = {f"img{image_id}": out for image_id, out in outputs.items()}
+    slow = evaluate_with(name, outputs, False, caplog)
+    fast = evaluate_with(name, outputs, True, caplog, expect="pycocotools")
+    assert "needs integer image, category and annotation ids" in caplog.text
+    assert eval_calls == {"pycocotools": 2, "faster-coco-eval": 0}
+    assert_same_results(slow, fast, tol=0.0)
