@@ -11,10 +11,11 @@ from .build import (
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .coco import convert_to_coco_dict, convert_to_coco_json, load_coco_json, register_coco_instances
-from .mapper import DetrDatasetMapper, read_image
+from .mapper import DetrDatasetMapper, read_image, read_image_size
 from .samplers import InferenceSampler, InfiniteGroupedBatchSampler
 from .synthetic import ensure_synthetic_dataset, generate_synthetic_coco, register_synthetic
 from .transforms import Crop, RandomChoice, RandomCrop, RandomFlip, ResizeShortestEdge, build_augmentation
+from .yolo import coco_dict_to_yolo, read_yolo_classes, register_yolo_instances, yolo_to_coco_dict
 
 __all__ = [
     "DatasetCatalog",
@@ -32,6 +33,7 @@ __all__ = [
     "register_coco_instances",
     "DetrDatasetMapper",
     "read_image",
+    "read_image_size",
     "InferenceSampler",
     "InfiniteGroupedBatchSampler",
     "ensure_synthetic_dataset",
@@ -43,4 +45,8 @@ __all__ = [
     "RandomFlip",
     "ResizeShortestEdge",
     "build_augmentation",
+    "coco_dict_to_yolo",
+    "read_yolo_classes",
+    "register_yolo_instances",
+    "yolo_to_coco_dict",
 ]
