@@ -73,7 +73,7 @@ def build_model(config_file: str, weights: str | None = None, opts: list[str] | 
     if weights:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--weights {weights!r} does not exist")
-        DetectionCheckpointer(model).load(weights)
+        DetectionCheckpointer(model).load(weights, mode="eval")
     return model.to("cpu").eval()
 
 
