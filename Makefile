@@ -7,7 +7,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 DEMO_CONFIG ?= projects/salience_detr/configs/salience_detr_r18_synthetic.py
 DEMO_OUTPUT ?= output/demo
-DEMO_DATASET ?= synthetic_val
 
 .PHONY: install demo test test-all lint format clean-venv
 
@@ -20,8 +19,7 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) train.output_dir=$(DEMO_OUTPUT)
-	$(PY) scripts/visualize_detections.py --results $(DEMO_OUTPUT)/coco_instances_results.json \
-		--dataset $(DEMO_DATASET) --output $(DEMO_OUTPUT)/detections.png
+	$(PY) scripts/visualize_detections.py --config-file $(DEMO_OUTPUT)/config.yaml --output $(DEMO_OUTPUT)/detections.png
 
 # Fast suite (CI): everything but tests marked slow; includes a short end-to-end train + eval run.
 test: $(STAMP)

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -41,6 +42,7 @@ __all__ = [
     "dataset_summary",
     "default_synthetic_root",
     "ensure_synthetic_dataset",
+    "generate_custom_coco",
     "generate_synthetic_coco",
     "register_synthetic",
     "render_image",
@@ -199,13 +201,13 @@ def _draw_object(rng, img: np.ndarray, label: int, taken: list[tuple]) -> dict |
     return {"bbox": bbox, "label": label}
 
 
-def render_image(rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """Draws one synthetic image.
+def render_image(rng: np.random.Generator, side_range: tuple[int, int] = _SIDE_RANGE) -> tuple[np.ndarray, list[dict]]:
+    """Draws one synthetic image with sides in ``side_range`` (inclusive).
 
     Returns:
         ``(grey image uint8 [H, W], objects)`` with objects ``[{"bbox": [x, y, w, h] ints, "label": 0..3}]``.
     """
-    h, w = (int(v) for v in rng.integers(_SIDE_RANGE[0], _SIDE_RANGE[1] + 1, size=2))
+    h, w = (int(v) for v in rng.integers(side_range[0], side_range[1] + 1, size=2))
     img = _background(rng, h, w)
     num = 0 if rng.random() < _EMPTY_PROB else int(rng.integers(1, _MAX_OBJECTS + 1))
     labels = sorted(rng.choice(len(CATEGORIES), size=num, p=_CLASS_PROBS).tolist(), key=lambda c: -c)  # big first
@@ -265,6 +267,52 @@ def generate_synthetic_coco(root: str, num_train: int = 400, num_val: int = 100,
         raise ValueError(f"Image counts must be >= 0, got num_train={num_train}, num_val={num_val}")
     counts = (num_train, num_val)
     return {split: _write_split(root, i, counts[i], seed) for i, split in enumerate(_SPLITS)}
+
+
+def generate_custom_coco(
+    root: str,
+    categories: Sequence[tuple[int, str]] = ((1, "scratch"), (2, "dent"), (3, "stain")),
+    image_format: str = "jpg",
+    num_train: int = 60,
+    num_val: int = 20,
+    seed: int = 0,
+    side_range: tuple[int, int] = (200, 320),
+) -> dict[str, str]:
+    """Writes a small dataset laid out like a user's own data: ``root/{train,val}.json`` + ``root/{train,val}/``.
+
+    It differs from the built-in set on purpose, to try the own-data path: the category ids and names are the
+    caller's (listed in the json in reverse order), images are colour JPEG (or PNG) of other sizes, and image ids
+    are not 1..N. The shapes of the built-in set are drawn, shape ``k`` as category ``k mod len(categories)``.
+
+    Returns:
+        ``{"train": json path, "val": json path}``.
+    """
+    if not 1 <= len(categories) <= len(CATEGORIES):
+        raise ValueError(f"between 1 and {len(CATEGORIES)} categories, got {len(categories)}")
+    if image_format not in ("jpg", "png"):
+        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    cats = [{"id": int(i), "name": str(n), "supercategory": "defect"} for i, n in categories]
+    out = {}
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            rng = np.random.default_rng([seed, 100 + split_index, i])
+            gray, objects = render_image(rng, side_range)
+            tint = rng.uniform(0.8, 1.2, size=3).astype(np.float32)
+            rgb = np.clip(gray[..., None].astype(np.float32) * tint, 0, 255).astype(np.uint8)
+            image_id, file_name = 1000 + 7 * i, f"{split}_{i:05d}.{image_format}"
+            Image.fromarray(rgb).save(os.path.join(root, split, file_name), quality=95)
+            images.append({"id": image_id, "file_name": file_name, "height": rgb.shape[0], "width": rgb.shape[1]})
+            for obj in objects:
+                x, y, bw, bh = obj["bbox"]
+                ann = {"id": len(annotations) + 1, "image_id": image_id, "bbox": obj["bbox"], "area": bw * bh}
+                annotations.append({**ann, "category_id": cats[obj["label"] % len(cats)]["id"], "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations, "categories": cats[::-1]}
+        out[split] = os.path.join(root, f"{split}.json")
+        with open(out[split], "w") as f:
+            json.dump(coco, f)
+    return out
 
 
 def _json_path(root: str, split: str) -> str:

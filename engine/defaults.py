@@ -8,12 +8,16 @@ import os
 import platform
 import random
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from evaluation.coco_evaluation import RESULTS_FILE
+
 from . import comm
+from .data_setup import SPLITS, dataset_names, setup_datasets
 from .events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from .lazy import LazyConfig
 from .logger import setup_logger
@@ -26,6 +30,11 @@ __all__ = [
     "seed_all_rng",
     "collect_env_info",
     "resolve_seed",
+    "load_config",
+    "setup_config",
+    "add_dataset_arguments",
+    "dataset_from_args",
+    "results_from_args",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,86 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         help="config overrides 'path.key=value' (hydra grammar; '+new.key=value' adds a key, '~key' deletes one)",
     )
     return parser
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> DictConfig:
+    """A LazyConfig file (``.py`` or a run's ``config.yaml``) with ``key=value`` overrides applied.
+
+    A ``--`` separator among ``opts`` is ignored.
+
+    Raises:
+        FileNotFoundError: no such config file.
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    cfg = LazyConfig.load(config_file)
+    opts = [o for o in opts if o != "--"]
+    return LazyConfig.apply_overrides(cfg, opts) if opts else cfg
+
+
+def setup_config(config_file: str, opts: Sequence[str] = (), splits: tuple[str, ...] = SPLITS) -> DictConfig:
+    """A config as ``tools/train_net.py`` runs it, for scripts: loaded, overridden, its datasets registered.
+
+    Args:
+        config_file: a LazyConfig ``.py`` file or a run's ``config.yaml``.
+        opts: ``key=value`` overrides.
+        splits: the loaders whose datasets are registered and checked against ``model.num_classes``.
+    """
+    cfg = load_config(config_file, opts)
+    setup_datasets(cfg, splits)
+    return cfg
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+    """``--config-file`` / ``--dataset`` and trailing ``key=value`` overrides, for scripts that read a dataset.
+
+    With ``--config-file`` (a ``.py`` config or a run's ``config.yaml``) the script sees the data as training
+    saw it: the config's own datasets are registered, and the dataset is ``dataloader.<split>.dataset.names``
+    unless ``--dataset`` names another one.
+    """
+    parser.add_argument("--config-file", help=f"LazyConfig or a run's config.yaml; its {split} dataset is used")
+    parser.add_argument("--dataset", help=f"registered dataset name (default with --config-file: its {split} data)")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides key=value (with --config-file)"
+    )
+
+
+def dataset_from_args(args: argparse.Namespace, split: str) -> tuple[str, DictConfig | None]:
+    """The dataset name chosen by :func:`add_dataset_arguments`' options, and the loaded config (or None).
+
+    Raises:
+        ValueError: neither option is given, overrides come without a config, or the config names no dataset.
+    """
+    opts = [o for o in (args.opts or []) if o != "--"]
+    if not args.config_file:
+        if opts:
+            raise ValueError(f"config overrides {opts} need --config-file")
+        if not args.dataset:
+            raise ValueError("give --dataset NAME or --config-file CONFIG (its dataset is used)")
+        return args.dataset, None
+    cfg = setup_config(args.config_file, opts, splits=(split,))
+    if args.dataset:
+        return args.dataset, cfg
+    names = dataset_names(cfg, split)
+    if not names:
+        raise ValueError(f"{args.config_file} has no dataloader.{split}.dataset.names; give --dataset NAME")
+    return names[0], cfg
+
+
+def results_from_args(args: argparse.Namespace, cfg: DictConfig | None) -> str:
+    """``args.results``, or else the evaluator's results file in the run folder (``train.output_dir``) of ``cfg``.
+
+    Raises:
+        ValueError: neither is given. FileNotFoundError: the run has no results file.
+    """
+    if getattr(args, "results", None):
+        return args.results
+    if cfg is None:
+        raise ValueError("give --results (or --config-file of the run, whose results file is then used)")
+    path = os.path.join(cfg.train.output_dir, RESULTS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found (the run's evaluation writes it); give --results")
+    return path
 
 
 def seed_all_rng(seed: int) -> None:
@@ -111,7 +200,9 @@ def collect_env_info() -> str:
 
 
 def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
-    """Creates the output directory, sets up logging, logs the environment, saves ``config.yaml``, seeds.
+    """Creates the output directory, sets up logging, logs the environment, registers the config's own datasets
+    and completes ``model.num_classes`` from them (:func:`~engine.data_setup.setup_datasets`), saves
+    ``config.yaml`` (so the saved config is the one that runs), seeds.
 
     Returns:
         the run's seed (resolved from ``train.seed``, drawn at random when negative).
@@ -128,6 +219,7 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
     if getattr(args, "config_file", ""):
         with open(args.config_file) as f:
             logger.info(f"Contents of args.config_file={args.config_file}:\n{f.read()}")
+    setup_datasets(cfg, ("test",) if getattr(args, "eval_only", False) else SPLITS)
     if comm.is_main_process() and output_dir:
         path = os.path.join(output_dir, "config.yaml")
         LazyConfig.save(cfg, path)

@@ -6,6 +6,7 @@ import datetime
 import logging
 import math
 import operator
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,6 +30,7 @@ __all__ = [
     "EvalHook",
     "BestCheckpointer",
     "EMAHook",
+    "TrainingCurves",
 ]
 
 logger = logging.getLogger(__name__)
@@ -289,3 +291,29 @@ class EMAHook(HookBase):
 
     def load_state_dict(self, state: dict) -> None:
         self.ema.load_state_dict(state)
+
+
+class TrainingCurves(HookBase):
+    """After training, draws ``metrics.json`` (loss terms, lr, AP) into ``training_curves.png`` next to it.
+
+    Register it after the :class:`PeriodicWriter` that writes ``metrics.json`` (its final write happens in its
+    ``after_train``). A failure to draw is logged, never raised: the run itself has finished.
+    """
+
+    def __init__(self, output_dir: str, metrics_file: str = "metrics.json", picture: str = "training_curves.png"):
+        self.metrics_path = os.path.join(output_dir, metrics_file)
+        self.picture_path = os.path.join(output_dir, picture)
+
+    def after_train(self) -> None:
+        from evaluation.visualizer import load_metrics, save_metrics_plot
+
+        if not os.path.isfile(self.metrics_path):
+            logger.warning(f"No {self.metrics_path} to draw training curves from")
+            return
+        title = os.path.basename(os.path.dirname(os.path.abspath(self.metrics_path)))
+        try:
+            save_metrics_plot(load_metrics(self.metrics_path), self.picture_path, title=title)
+        except (ValueError, OSError) as e:
+            logger.warning(f"Could not draw the training curves of {self.metrics_path}: {e}")
+            return
+        logger.info(f"Training curves (losses, lr, AP): {self.picture_path}")

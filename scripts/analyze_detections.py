@@ -2,6 +2,7 @@
 
     python scripts/analyze_detections.py --results OUT/coco_instances_results.json --dataset NAME \
         --output DIR [--iou 0.5] [--score 0.3]
+    python scripts/analyze_detections.py --config-file OUT/config.yaml --output DIR   # the run's results and data
 
 Writes ``DIR/precision_recall.png``, ``DIR/confusion_matrix.png`` (counts), ``DIR/confusion_matrix_normalized.png``
 (rows normalised) and ``DIR/confusion_matrix.json``; see :mod:`evaluation.analysis` for the definitions.
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from engine.defaults import add_dataset_arguments, dataset_from_args, results_from_args  # noqa: E402
 from evaluation.analysis import (  # noqa: E402
     confusion_matrix,
     plot_confusion_matrix,
@@ -32,11 +34,11 @@ from evaluation.analysis import (  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", required=True, help="coco_instances_results.json")
-    parser.add_argument("--dataset", required=True, help="registered dataset name (its ground truth)")
+    parser.add_argument("--results", help="coco_instances_results.json (default with --config-file: the run's)")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold (one of 0.50, 0.55, ..., 0.95)")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold of the confusion matrix")
+    add_dataset_arguments(parser, "test")
     return parser.parse_args(argv)
 
 
@@ -56,9 +58,10 @@ def load_ground_truth(dataset: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with open(args.results) as f:
+    dataset, cfg = dataset_from_args(args, "test")
+    with open(results_from_args(args, cfg)) as f:
         results = json.load(f)
-    coco_gt = load_ground_truth(args.dataset)
+    coco_gt = load_ground_truth(dataset)
     os.makedirs(args.output, exist_ok=True)
     recall, curves = precision_recall_curves(coco_gt, results, args.iou)
     plot_precision_recall(recall, curves, os.path.join(args.output, "precision_recall.png"), args.iou)

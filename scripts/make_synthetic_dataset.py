@@ -4,6 +4,12 @@
 Example::
 
     python scripts/make_synthetic_dataset.py --output datasets/synthetic --num-train 400 --num-val 100 --seed 0
+
+``--custom`` writes the same kind of images laid out like a user's own data instead (``OUT/train.json``,
+``OUT/train/``, ``OUT/val.json``, ``OUT/val/``; colour JPEG, your category ids and names), to try the own-data
+flow of the README::
+
+    python scripts/make_synthetic_dataset.py --custom --output my_data --categories 1:scratch 2:dent 3:stain
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from data.synthetic import dataset_summary, default_synthetic_root, generate_synthetic_coco  # noqa: E402
+from data.synthetic import (  # noqa: E402
+    dataset_summary,
+    default_synthetic_root,
+    generate_custom_coco,
+    generate_synthetic_coco,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +37,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=400, help="training images (default: %(default)s)")
     parser.add_argument("--num-val", type=int, default=100, help="validation images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: %(default)s)")
+    parser.add_argument(
+        "--custom", action="store_true", help="own-data layout: OUT/{train,val}.json + OUT/{train,val}/"
+    )
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=["1:scratch", "2:dent", "3:stain"],
+        metavar="ID:NAME",
+        help="with --custom: 1 to 4 categories (default: %(default)s)",
+    )
+    parser.add_argument("--format", choices=("jpg", "png"), default="jpg", help="with --custom (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def parse_categories(items: list[str]) -> list[tuple[int, str]]:
+    """``["1:scratch", ...]`` -> ``[(1, "scratch"), ...]``; a malformed item is an error naming it."""
+    categories = []
+    for item in items:
+        cat_id, sep, name = item.partition(":")
+        if not sep or not name or not cat_id.strip().lstrip("-").isdigit():
+            raise SystemExit(f"--categories: expected ID:NAME (e.g. 4:scratch), got {item!r}")
+        categories.append((int(cat_id), name))
+    return categories
 
 
 def format_summary(split: str, summary: dict) -> str:
@@ -44,7 +77,12 @@ def format_summary(split: str, summary: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
-    json_files = generate_synthetic_coco(args.output, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    if args.custom:
+        json_files = generate_custom_coco(
+            args.output, parse_categories(args.categories), args.format, args.num_train, args.num_val, args.seed
+        )
+    else:
+        json_files = generate_synthetic_coco(args.output, args.num_train, args.num_val, args.seed)
     print(f"Wrote the synthetic dataset to {os.path.abspath(args.output)} in {time.perf_counter() - start:.1f} s")
     for split, json_file in json_files.items():
         print(format_summary(split, dataset_summary(json_file)))

@@ -4,6 +4,7 @@
 Example::
 
     python scripts/visualize_data.py --dataset synthetic_train --output /tmp/synthetic_train.png --num-images 8
+    python scripts/visualize_data.py --config-file output/my_run/config.yaml --output /tmp/train.png  # its train data
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if ROOT not in sys.path:
 
 from data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from data.mapper import read_image  # noqa: E402
+from engine.defaults import add_dataset_arguments, dataset_from_args  # noqa: E402
 from evaluation.visualizer import save_detection_grid  # noqa: E402
 
 logger = logging.getLogger("visualize_data")
@@ -26,10 +28,11 @@ logger = logging.getLogger("visualize_data")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="registered dataset name, e.g. synthetic_train")
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--num-images", type=int, default=8, help="first N images (default: %(default)s)")
     parser.add_argument("--columns", type=int, default=4, help="panels per row (default: %(default)s)")
+    parser.add_argument("--split", choices=("train", "test"), default="train", help="with --config-file: which data")
+    add_dataset_arguments(parser, "train")
     return parser.parse_args(argv)
 
 
@@ -39,10 +42,11 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-    dataset_dicts = DatasetCatalog.get(args.dataset)
+    dataset, _ = dataset_from_args(args, args.split)
+    dataset_dicts = DatasetCatalog.get(dataset)
     if not dataset_dicts:
-        raise ValueError(f"dataset {args.dataset} has no images")
-    metadata = MetadataCatalog.get(args.dataset)
+        raise ValueError(f"dataset {dataset} has no images")
+    metadata = MetadataCatalog.get(dataset)
     records = dataset_dicts[: args.num_images]
     num_classes = 1 + max((a["category_id"] for r in records for a in r.get("annotations", [])), default=-1)
     class_names = list(metadata.get("thing_classes") or [])
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> str:
     path = save_detection_grid(
         images, boxes, class_names, args.output, titles=titles, columns=args.columns, show_scores=False
     )
-    logger.info(f"wrote {path} ({len(images)} images of {args.dataset})")
+    logger.info(f"wrote {path} ({len(images)} images of {dataset})")
     return path
 
 

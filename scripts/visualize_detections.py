@@ -4,10 +4,13 @@
 Writes one PNG with a panel per image: detections above the score threshold as coloured boxes labelled with
 the class name and score, the dataset's ground truth as dashed white boxes.
 
+The dataset is a registered name (``--dataset``) or, with ``--config-file`` (a run's ``config.yaml``), the
+config's test data as training saw it; ``--results`` then defaults to the run's ``coco_instances_results.json``.
+
 Example (after ``make demo``)::
 
-    python scripts/visualize_detections.py --results output/demo/coco_instances_results.json \\
-        --dataset synthetic_val --output output/demo/detections.png --score-threshold 0.3
+    python scripts/visualize_detections.py --config-file output/demo/config.yaml \\
+        --output output/demo/detections.png --score-threshold 0.3
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if ROOT not in sys.path:
 
 from data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from data.mapper import read_image  # noqa: E402
+from engine.defaults import add_dataset_arguments, dataset_from_args, results_from_args  # noqa: E402
 from evaluation.visualizer import load_coco_results, save_detection_grid  # noqa: E402
 
 logger = logging.getLogger("visualize_detections")
@@ -30,14 +34,16 @@ logger = logging.getLogger("visualize_detections")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", required=True, help="COCO results json written by the evaluator")
-    parser.add_argument("--dataset", required=True, help="registered dataset name, e.g. synthetic_val")
+    parser.add_argument(
+        "--results", help="COCO results json written by the evaluator (default with --config-file: the run's)"
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="(default: %(default)s)")
     parser.add_argument("--num-images", type=int, default=8, help="first N images (default: %(default)s)")
     parser.add_argument("--image-ids", type=int, nargs="*", help="draw these image ids instead of the first N")
     parser.add_argument("--columns", type=int, default=4, help="panels per row (default: %(default)s)")
     parser.add_argument("--no-ground-truth", action="store_true", help="do not draw the dataset's boxes")
+    add_dataset_arguments(parser, "test")
     return parser.parse_args(argv)
 
 
@@ -55,13 +61,15 @@ def main(argv: list[str] | None = None) -> str:
     """Runs the script; returns the path of the PNG."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    metadata = MetadataCatalog.get(args.dataset)
-    results = load_coco_results(args.results, metadata.thing_dataset_id_to_contiguous_id)
-    dataset_dicts = DatasetCatalog.get(args.dataset)
+    dataset, cfg = dataset_from_args(args, "test")
+    results_file = results_from_args(args, cfg)
+    metadata = MetadataCatalog.get(dataset)
+    results = load_coco_results(results_file, metadata.thing_dataset_id_to_contiguous_id)
+    dataset_dicts = DatasetCatalog.get(dataset)
     known_ids = {d["image_id"] for d in dataset_dicts}
     foreign = sorted(set(results) - known_ids)
     if foreign:
-        raise ValueError(f"{args.results} has detections for image ids not in {args.dataset}: {foreign[:10]}")
+        raise ValueError(f"{results_file} has detections for image ids not in {dataset}: {foreign[:10]}")
     selected = _select(dataset_dicts, args.image_ids, args.num_images)
     images, detections, ground_truths, titles = [], [], [], []
     for record in selected:

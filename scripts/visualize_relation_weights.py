@@ -61,12 +61,9 @@ def table_from_json(path: str) -> tuple[list[list[float]], list[str], list[int],
 
 
 def table_from_checkpoint(config_file: str, weights: str, opts: list[str]):
-    import torch
+    from engine.predictor import DefaultPredictor
 
-    from scripts.demo import load_config, load_model
-
-    cfg = load_config(config_file, opts)
-    model = load_model(cfg, weights, torch.device("cpu"))
+    model = DefaultPredictor.from_config(config_file, weights, opts, device="cpu").model
     relation = getattr(getattr(getattr(model, "transformer", None), "decoder", None), "relation", None)
     if relation is None or not hasattr(relation, "lambda_table"):
         raise ValueError(

@@ -27,20 +27,10 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.mapper import read_image  # noqa: E402
-from engine.lazy import instantiate  # noqa: E402
+from engine.predictor import DefaultPredictor  # noqa: E402
 from evaluation.visualizer import save_salience_figure  # noqa: E402
 from modeling.postprocess import topk_detections  # noqa: E402
-from scripts.demo import (  # noqa: E402
-    _num_classes,
-    _output_name,
-    collect_inputs,
-    dataset_metadata,
-    load_config,
-    load_model,
-    prepare_input,
-    resolve_device,
-    thresholded,
-)
+from scripts.demo import collect_inputs, output_name  # noqa: E402
 
 logger = logging.getLogger("visualize_salience")
 
@@ -93,29 +83,35 @@ def salience_maps(model: torch.nn.Module, inputs: dict) -> tuple[list[torch.Tens
     return maps, detections
 
 
+def _thresholded(output: dict, threshold: float) -> list[dict]:
+    keep = output["scores"] >= threshold
+    return [
+        {"box": box, "label": int(label), "score": score}
+        for box, label, score in zip(
+            output["boxes"][keep].tolist(), output["labels"][keep].tolist(), output["scores"][keep].tolist()
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     """Runs the script; returns the paths of the PNGs."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     paths = collect_inputs(args.input)
-    cfg = load_config(args.config_file, args.opts)
-    device = resolve_device(args.device)
-    model = load_model(cfg, args.weights, device)
+    predictor = DefaultPredictor.from_config(args.config_file, args.weights, args.opts, device=args.device)
+    model = predictor.model
     check_salience_model(model)
-    mapper = instantiate(cfg.dataloader.test.mapper)
-    class_names, _ = dataset_metadata(cfg, None, _num_classes(model))
     os.makedirs(args.output, exist_ok=True)
     pngs, used = [], set()
     for path in tqdm(paths, desc="salience", unit="img"):
-        inputs = prepare_input(mapper, path)
-        maps, output = salience_maps(model, inputs)
-        detections, names = thresholded(output, args.score_threshold, class_names)
+        image = read_image(path)
+        maps, output = salience_maps(model, predictor.mapper.inference_input(image))
         png = save_salience_figure(
-            read_image(path).permute(1, 2, 0).numpy(),
+            image.permute(1, 2, 0).numpy(),
             [m.numpy() for m in maps],
-            detections,
-            names,
-            os.path.join(args.output, _output_name(path, used)),
+            _thresholded(output, args.score_threshold),
+            predictor.class_names,
+            os.path.join(args.output, output_name(path, used)),
             level_names=[f"level {i}" for i in range(len(maps))],
             title=f"{os.path.basename(path)}: salience per feature level (finest first), "
             f"detections with score >= {args.score_threshold}",

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from engine import comm, hooks  # noqa: E402
 from engine.checkpoint import DetectionCheckpointer  # noqa: E402
+from engine.data_setup import dataset_categories  # noqa: E402
 from engine.defaults import create_ddp_model, default_argument_parser, default_setup, default_writers  # noqa: E402
 from engine.ema import ModelEMA  # noqa: E402
 from engine.launch import launch  # noqa: E402
@@ -46,14 +47,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def do_test(cfg, model, ema: ModelEMA | None = None):
-    """Runs the test loader through the evaluator; returns the results dict (empty without an evaluator)."""
+def build_test_loader(cfg):
+    """The test loader, or None without an evaluator. Building it loads (and checks) the test images."""
+    if "evaluator" not in cfg.dataloader:
+        return None
+    return instantiate(cfg.dataloader.test)
+
+
+def do_test(cfg, model, ema: ModelEMA | None = None, loader=None):
+    """Runs the test loader through the evaluator; returns the results dict (empty without an evaluator).
+
+    ``loader`` is the test loader built once before training (built here when None).
+    """
     if "evaluator" not in cfg.dataloader:
         return {}
     if _accepts(cfg.dataloader.evaluator, "output_dir") and cfg.dataloader.evaluator.get("output_dir") is None:
         cfg.dataloader.evaluator.output_dir = cfg.train.output_dir  # coco_instances_results.json goes there
     evaluator = instantiate(cfg.dataloader.evaluator)
-    loader = instantiate(cfg.dataloader.test)
+    loader = loader if loader is not None else build_test_loader(cfg)
     if ema is not None:
         logger.info("Evaluating with the EMA weights")
         with ema.apply_to(model):
@@ -87,16 +98,30 @@ def resolve_schedule(cfg, train_loader) -> int:
     return int(cfg.train.max_iter)
 
 
-def build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema):
+def build_lr_multiplier(cfg, max_iter: int):
+    """``lr_multiplier``, checked against the run's length (errors name the config keys)."""
+    multiplier = instantiate(cfg.lr_multiplier)
+    warmup = getattr(multiplier, "warmup_iters", None)
+    if warmup is not None and warmup >= max_iter:
+        length = "train.epochs converted to iterations" if cfg.train.get("epochs") else "train.max_iter"
+        raise ValueError(
+            f"lr_multiplier.warmup_iters={warmup} must be smaller than the run's {max_iter} iterations "
+            f"({length}); lower lr_multiplier.warmup_iters (e.g. lr_multiplier.warmup_iters={max_iter // 10}) "
+            "or train longer"
+        )
+    return multiplier
+
+
+def build_hooks(cfg, model, optimizer, checkpointer, max_iter, ema, multiplier, test_loader=None):
     """The hooks of a detrex run, in their call order."""
     main = comm.is_main_process()
     eval_ema = ema if ema is not None and cfg.train.model_ema.use_ema_weights_for_eval else None
-    test = functools.partial(do_test, cfg, model, eval_ema)
+    test = functools.partial(do_test, cfg, model, eval_ema, test_loader)
     best = cfg.train.get("best_checkpointer", {})
     return [
         hooks.IterationTimer(),
         hooks.EMAHook(ema, model) if ema else None,
-        hooks.LRScheduler(scheduler=LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), max_iter)),
+        hooks.LRScheduler(scheduler=LRMultiplier(optimizer, multiplier, max_iter)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
         hooks.EvalHook(cfg.train.eval_period, test),
         hooks.BestCheckpointer(cfg.train.eval_period, checkpointer, best.val_metric, best.mode)
@@ -105,6 +130,7 @@ def build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema):
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, max_iter), period=cfg.train.log_period)
         if main
         else None,
+        hooks.TrainingCurves(cfg.train.output_dir) if main and cfg.train.output_dir else None,
     ]
 
 
@@ -137,13 +163,16 @@ def _accepts(lazy_call, argument: str) -> bool:
 
 
 def do_train(args, cfg, seed: int):
+    """Builds the data first (its images are checked before anything else), then the model, and trains."""
     device = resolve_device(cfg.train.device)
-    model = instantiate(cfg.model).to(device)
-    logger.info(f"Model:\n{model}")
     if _accepts(cfg.dataloader.train, "seed") and cfg.dataloader.train.get("seed") is None:
         cfg.dataloader.train.seed = seed  # data order and augmentation follow the run's seed
     train_loader = instantiate(cfg.dataloader.train)
+    test_loader = build_test_loader(cfg)
     max_iter = resolve_schedule(cfg, train_loader)
+    multiplier = build_lr_multiplier(cfg, max_iter)
+    model = instantiate(cfg.model).to(device)
+    logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     ema = (
@@ -161,10 +190,11 @@ def do_train(args, cfg, seed: int):
         seed=seed,
     )
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
-    trainer.register_hooks(build_hooks(cfg, trainer, model, optimizer, checkpointer, max_iter, ema))
+    checkpointer.extra_state["metadata"] = dataset_categories(cfg, "train")  # class names travel with it
+    trainer.register_hooks(build_hooks(cfg, model, optimizer, checkpointer, max_iter, ema, multiplier, test_loader))
     trainer.register_hooks(build_config_hooks(cfg))  # before the resume: their state_dict is restored too
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume, mode="finetune")
+    start_iter = trainer.iter + 1 if checkpointer.resumed_from else 0
     if start_iter >= max_iter:
         logger.info(f"Nothing to train: the checkpoint is at iteration {start_iter}, train.max_iter is {max_iter}")
         return model
@@ -172,16 +202,26 @@ def do_train(args, cfg, seed: int):
     return model
 
 
+def do_eval_only(args, cfg):
+    """Evaluates ``train.init_checkpoint`` (or the last checkpoint with ``--resume``), which must fit the model."""
+    if not args.resume and not cfg.train.init_checkpoint:
+        raise ValueError("--eval-only needs a checkpoint: set train.init_checkpoint=PATH (or --resume)")
+    device = resolve_device(cfg.train.device)
+    test_loader = build_test_loader(cfg)
+    if OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
+        cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download
+    model = create_ddp_model(instantiate(cfg.model).to(device))
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume, mode="eval")
+    return do_test(cfg, model, loader=test_loader)
+
+
 def main(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
     seed = default_setup(cfg, args)
     if args.eval_only:
-        device = resolve_device(cfg.train.device)
-        model = instantiate(cfg.model).to(device)
-        model = create_ddp_model(model)
-        DetectionCheckpointer(model, cfg.train.output_dir).resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-        return do_test(cfg, model)
+        return do_eval_only(args, cfg)
     return do_train(args, cfg, seed)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -40,7 +43,7 @@ def load_state_dict_file(path_or_url: str) -> dict[str, Tensor]:
         TypeError: if the file holds no state dict.
     """
     if path_or_url.startswith(("http://", "https://")):
-        checkpoint = torch.hub.load_state_dict_from_url(path_or_url, map_location="cpu", progress=True)
+        checkpoint = _download_state_dict(path_or_url)
     else:
         path = os.path.expanduser(path_or_url)
         if not os.path.isfile(path):
@@ -52,6 +55,21 @@ def load_state_dict_file(path_or_url: str) -> dict[str, Tensor]:
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"{path_or_url} holds a {type(checkpoint).__name__}, not a state dict")
     return dict(checkpoint)
+
+
+def _download_state_dict(url: str) -> Any:
+    """``torch.hub.load_state_dict_from_url`` (cached); a failed download says how to do without it."""
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
+    except (URLError, OSError) as e:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+        raise RuntimeError(
+            f"Cannot download the pretrained backbone weights {url} ({type(e).__name__}: {e}). Without network, "
+            f"copy the file to {cache} (the download cache), or set model.backbone.weights to a local file "
+            "(model.backbone.weights=/path/to/weights.pth), or model.backbone.weights=null to start the backbone "
+            "from random weights (when a full checkpoint is loaded afterwards, e.g. train.init_checkpoint, the "
+            "backbone weights are not needed)."
+        ) from e
 
 
 def run_resnet_stages(net: nn.Module, images: Tensor) -> dict[str, Tensor]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -94,7 +95,7 @@ def test_demo_bad_inputs(tiny_salience, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot decode image"):
-        _run(weights, opts, [str(bad)], tmp_path / "out")
+        _run(weights, opts, [str(bad)], tmp_path / "out", "--strict")
     other = tmp_path / "other.pth"
     torch.save({"model": {"head.weight": torch.zeros(3, 3)}}, other)
     with pytest.raises(ValueError, match="does not fit the model"):
@@ -108,3 +109,23 @@ def test_collect_inputs_folder_and_dedup(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     paths = demo.collect_inputs([str(tmp_path), str(tmp_path / "a.jpg")])
     assert [os.path.basename(p) for p in paths] == ["a.jpg", "b.png"]
+
+
+def test_demo_skips_unreadable_images_and_reports_them(tiny_salience, tmp_path):
+    """A folder with a bad file: the others are processed, results.json is written, the bad one is listed."""
+    weights, opts, _, records = tiny_salience
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for record in records[:2]:
+        shutil.copy(record["file_name"], folder)
+    (folder / "0_broken.png").write_bytes(b"not an image")
+    with open(records[2]["file_name"], "rb") as f:
+        truncated = f.read()
+    (folder / "1_truncated.png").write_bytes(truncated[: len(truncated) // 2])
+    out = _run(weights, opts, [str(folder)], tmp_path / "out", "--score-threshold", "0")
+    assert len(out["pngs"]) == 2
+    assert [os.path.basename(s["file_name"]) for s in out["skipped"]] == ["0_broken.png", "1_truncated.png"]
+    with open(tmp_path / "out" / "skipped.json") as f:
+        assert [s["file_name"] for s in json.load(f)] == [s["file_name"] for s in out["skipped"]]
+    with open(out["results"]) as f:
+        assert len({r["file_name"] for r in json.load(f)}) == 2

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from data import DatasetCatalog
+from data.mapper import read_image
 from engine.checkpoint import DetectionCheckpointer
 from engine.lazy import LazyConfig, instantiate
 from scripts import plot_metrics, visualize_data, visualize_relation_weights, visualize_salience
@@ -73,7 +74,7 @@ def test_salience_maps_cover_the_original_image(tiny_data, tmp_path):
     _, val_name, records = tiny_data
     cfg = LazyConfig.apply_overrides(LazyConfig.load(SALIENCE_CONFIG), tiny_model_opts(val_name))
     model = instantiate(cfg.model).eval()
-    inputs = visualize_salience.prepare_input(instantiate(cfg.dataloader.test.mapper), records[0]["file_name"])
+    inputs = instantiate(cfg.dataloader.test.mapper).inference_input(read_image(records[0]["file_name"]))
     maps, detections = visualize_salience.salience_maps(model, inputs)
     assert len(maps) == 4
     for level in maps:

@@ -54,3 +54,12 @@ dataloader.test = L(build_detection_test_loader)(
 )
 
 dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
+
+# Your own COCO-format data without writing Python: set a split's json_file and image_root (on the command line,
+# e.g. dataloader.datasets.train.json_file=my_data/train.json). tools/train_net.py and the scripts register it
+# under `name` before anything is built and point dataloader.train / dataloader.test (and the evaluator) at it;
+# config.yaml keeps these keys, so a saved run reloads with its data (engine/data_setup.py).
+dataloader.datasets = dict(
+    train=dict(name="custom_train", json_file=None, image_root=None),
+    test=dict(name="custom_val", json_file=None, image_root=None),
+)
