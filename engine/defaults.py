@@ -201,8 +201,9 @@ def collect_env_info() -> str:
 
 def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
     """Creates the output directory, sets up logging, logs the environment, registers the config's own datasets
-    and completes ``model.num_classes`` from them (:func:`~engine.data_setup.setup_datasets`), saves
-    ``config.yaml`` (so the saved config is the one that runs), seeds.
+    and completes ``model.num_classes`` from them (:func:`~engine.data_setup.setup_datasets`), logs the config
+    as Python code (``LazyConfig.to_py``), saves ``config.yaml`` (and ``config.yaml.pkl`` when a value cannot be
+    written to yaml; the saved config is the one that runs), seeds.
 
     Returns:
         the run's seed (resolved from ``train.seed``, drawn at random when negative).
@@ -220,9 +221,10 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> int:
         with open(args.config_file) as f:
             logger.info(f"Contents of args.config_file={args.config_file}:\n{f.read()}")
     setup_datasets(cfg, ("test",) if getattr(args, "eval_only", False) else SPLITS)
+    logger.info(f"Full config (interpolations resolved):\n{LazyConfig.to_py(cfg)}")
     if comm.is_main_process() and output_dir:
         path = os.path.join(output_dir, "config.yaml")
-        LazyConfig.save(cfg, path)
+        LazyConfig.save(cfg, path)  # plus config.yaml.pkl when a value cannot be written to yaml
         logger.info(f"Full config saved to {path}")
     if comm.get_local_size() > 1 and not torch.cuda.is_available():
         # CPU workers of one machine share its cores; without this each would start one thread per core.

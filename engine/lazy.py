@@ -19,21 +19,26 @@ targets by identity, never copied.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import difflib
 import importlib
 import inspect
+import logging
 import os
+import pickle
 import tempfile
 import types
 from collections import abc
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override, OverrideType, QuotedString
 from hydra.errors import OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 
 __all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config", "locate"]
+
+logger = logging.getLogger(__name__)
 
 _FLAGS = {"allow_objects": True}
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,13 +61,20 @@ class LazyCall:
     """
 
     def __init__(self, target: Any):
-        if not (callable(target) or isinstance(target, str)):
-            raise TypeError(f"LazyCall target must be a callable or a dotted name string, got {target!r}")
+        if not (callable(target) or isinstance(target, (str, abc.Mapping))):
+            raise TypeError(
+                f"LazyCall target must be a callable, a dotted name string or a lazy call (a config that "
+                f"instantiates to a callable), got {target!r}"
+            )
         self._target = target
 
     def __call__(self, **kwargs: Any) -> DictConfig:
         """Returns the config of the call ``target(**kwargs)``."""
-        return DictConfig(content={"_target_": self._target, **kwargs}, flags=_FLAGS)
+        target = self._target
+        if dataclasses.is_dataclass(target) and isinstance(target, type):
+            # omegaconf would turn a dataclass type into a structured config of its fields: keep its name instead
+            target = _target_to_string(target, "_target_")
+        return DictConfig(content={"_target_": target, **kwargs}, flags=_FLAGS)
 
 
 # ---------------------------------------------------------------------------
@@ -74,10 +86,13 @@ def instantiate(cfg: Any) -> Any:
     """Recursively performs the calls described by a lazy config.
 
     * ``list``/``ListConfig``: a Python list of the instantiated items.
-    * a mapping with ``_target_``: its values are instantiated first, then the
-      target (a callable, or a dotted name that is imported) is called with them
-      as keyword arguments. Interpolations such as ``${..lr}`` are resolved as
-      the values are read; stored objects are passed on by identity.
+    * a mapping with ``_target_``: its values are instantiated first (the target
+      too: a lazy call that builds a callable is a valid target), then the target
+      (a callable, or a dotted name that is imported) is called with them as
+      keyword arguments. Interpolations such as ``${..lr}`` are resolved as the
+      values are read; stored objects are passed on by identity.
+    * a config backed by a dataclass (omegaconf turns a dataclass instance stored
+      in a config into one): that dataclass instance.
     * anything else (including a ``DictConfig`` without ``_target_``) is
       returned unchanged, as in detectron2.
 
@@ -114,6 +129,8 @@ def _join(path: str, key: Any) -> str:
 def _instantiate(cfg: Any, path: str) -> Any:
     if isinstance(cfg, (ListConfig, list)):
         return [_instantiate(item, _join(path, i)) for i, item in enumerate(cfg)]
+    if isinstance(cfg, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(cfg)):
+        return OmegaConf.to_object(cfg)
     if isinstance(cfg, abc.Mapping) and "_target_" in cfg:
         kwargs = {key: _instantiate(value, _join(path, key)) for key, value in cfg.items()}
         target = kwargs.pop("_target_")
@@ -223,8 +240,8 @@ def _config_import(name, globals_=None, locals_=None, fromlist=(), level=0):
     if os.path.isdir(target):
         return _ConfigDirModule(target, module_name)
     raise ImportError(
-        f"Relative import {'.' * level + name!r} in config {globals_['__file__']!r}: "
-        f"config file {target + '.py'!r} does not exist"
+        f"Cannot resolve the relative import {'.' * level + name!r} of config {globals_['__file__']!r}: "
+        f"config file {target + '.py'!r} does not exist (a relative import in a config loads a config file by path)"
     )
 
 
@@ -249,20 +266,34 @@ class _ConfigDirModule(types.ModuleType):
             value = _ConfigDirModule(path, f"{self.__name__}.{attr}")
         else:
             raise ImportError(
-                f"Cannot import {attr!r} from config directory {self.__file__!r}: {path + '.py'!r} does not exist"
+                f"Cannot import {attr!r} from config directory {self.__file__!r} (relative import): "
+                f"{path + '.py'!r} does not exist"
             )
         setattr(self, attr, value)
         return value
 
 
-def _load_python(filename: str) -> DictConfig:
-    """Executes a Python config and gathers its public top-level configs."""
+def _load_python(filename: str, keys: None | str | tuple[str, ...] | list[str]) -> Any:
+    """Executes a Python config; returns its public top-level configs, or the named values of ``keys``."""
     module = _exec_config_file(filename, f"lazy_config:{filename}")
+    if keys is not None:
+        return _select_keys(vars(module), keys, filename)
     ret = {}
     for name, value in vars(module).items():
         if not name.startswith("_") and isinstance(value, (DictConfig, ListConfig)):
             ret[name] = value
     return DictConfig(ret, flags=_FLAGS)
+
+
+def _load_pickle(filename: str) -> DictConfig:
+    """A config pickled by :meth:`LazyConfig.save` (``config.yaml.pkl``)."""
+    import cloudpickle  # noqa: F401  (registers nothing, but the pickle may need its reducers installed)
+
+    with open(filename, "rb") as f:
+        cfg = pickle.load(f)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{filename!r} holds a {type(cfg).__name__}, not a config")
+    return cfg
 
 
 def _load_yaml(filename: str) -> DictConfig:
@@ -300,37 +331,57 @@ def _target_to_string(target: Any, key: str) -> str:
     )
 
 
-def _to_yaml_tree(value: Any, key: str) -> Any:
-    """Copies a container tree, converting callable targets to names and checking every leaf.
+def _dataclass_call(obj: Any, key: str) -> dict:
+    """A dataclass instance as the lazy call that rebuilds it: ``{"_target_": its class's name, field: value}``."""
+    return {
+        "_target_": _target_to_string(type(obj), key),
+        **{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)},
+    }
 
-    Raises:
-        ValueError: naming the dotted key of a value that yaml cannot represent.
+
+def _to_yaml_tree(value: Any, key: str, unsaved: list[str]) -> Any:
+    """Copies a container tree into what yaml can hold: callable targets and dataclass instances become names and
+    lazy calls; a value yaml cannot hold becomes a placeholder string, and its dotted key is added to ``unsaved``.
     """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        try:
+            value = _dataclass_call(value, key)
+        except ValueError:
+            return _placeholder(value, key, unsaved)
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             child = _join(key, k)
             if k == "_target_" and callable(v):
-                v = _target_to_string(v, child)
-            out[k] = _to_yaml_tree(v, child)
+                try:
+                    v = _target_to_string(v, child)
+                except ValueError:
+                    v = _placeholder(v, child, unsaved)
+            out[k] = _to_yaml_tree(v, child, unsaved)
         return out
     if isinstance(value, (list, tuple)):
-        return [_to_yaml_tree(v, _join(key, i)) for i, v in enumerate(value)]
+        return [_to_yaml_tree(v, _join(key, i), unsaved) for i, v in enumerate(value)]
     if isinstance(value, _PRIMITIVES):
         return value
-    raise ValueError(
-        f"Cannot save config key {key!r}: a value of type {type(value).__qualname__} cannot be represented in yaml "
-        f"({value!r:.80})"
-    )
+    return _placeholder(value, key, unsaved)
 
 
-def _write_atomically(filename: str, text: str) -> None:
-    """Writes ``text`` to a temporary file next to ``filename``, then renames it over ``filename``."""
+def _placeholder(value: Any, key: str, unsaved: list[str]) -> str:
+    unsaved.append(key)
+    return f"<not representable in yaml: {type(value).__qualname__} {value!r:.60}; see the .pkl file next to this one>"
+
+
+def _write_atomically(filename: str, content: str | bytes) -> None:
+    """Writes ``content`` (text or bytes) to a temporary file next to ``filename``, then renames it over it."""
     directory = os.path.dirname(os.path.abspath(filename))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(filename))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        if isinstance(content, bytes):
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(content)
         os.replace(tmp, filename)
     except BaseException:
         if os.path.exists(tmp):
@@ -405,23 +456,26 @@ def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
 
 
-def _check_type(cfg: DictConfig, key: str, value: Any, text: str) -> None:
-    """Rejects a string/list/dict given for a key whose current value is a bool or a number.
+def _check_type(cfg: DictConfig, key: str, override: Override, text: str) -> None:
+    """Rejects an unquoted string, a list or a dict given for a key whose current value is a bool or a number.
 
-    Numbers may replace numbers (int <-> float), ``None`` may replace anything,
-    and an interpolation string may replace anything.
+    Numbers may replace numbers (int <-> float), ``None`` may replace anything, an interpolation string may
+    replace anything, and so may an explicitly quoted string (``key="123"``, ``key='abc'``): the quotes say
+    the user means a string, as detectron2 takes it. An unquoted word (``train.max_iter=5k``) is a mistake.
 
     Raises:
         ValueError: naming the key, the existing value and type, and the given value.
     """
+    value = override.value()
     existing = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
     if not isinstance(existing, (bool, int, float)) or value is None or _is_interpolation(value):
         return
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int, float)) or isinstance(override._value, QuotedString):
         return
+    hint = f" (to store the string, quote it: {key}='\"{value}\"')" if isinstance(value, str) else ""
     raise ValueError(
         f"Config override {text!r}: key {key!r} holds {existing!r} of type {type(existing).__name__}, "
-        f"but the given value {value!r} is a {type(value).__name__}"
+        f"but the given value {value!r} is a {type(value).__name__}{hint}"
     )
 
 
@@ -455,7 +509,7 @@ def _apply_override(cfg: DictConfig, text: str) -> None:
     if override.type == OverrideType.CHANGE:
         if not exists:
             raise _unknown_key_error(cfg, key, text)
-        _check_type(cfg, key, value, text)
+        _check_type(cfg, key, override, text)
     OmegaConf.update(cfg, key, value, merge=True)
 
 
@@ -464,15 +518,49 @@ def _apply_override(cfg: DictConfig, text: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _select_keys(cfg: DictConfig, keys: None | str | tuple[str, ...] | list[str], filename: str) -> Any:
-    """Returns ``cfg``, one of its values, or a tuple of them."""
-    if keys is None:
-        return cfg
+def _py_target(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    try:
+        return _target_to_string(target, "_target_")
+    except ValueError:
+        return repr(target)
+
+
+def _py_expression(value: Any) -> str:
+    """A value as a Python expression: a lazy call as a call (arguments sorted), mappings as dict literals."""
+    if isinstance(value, abc.Mapping) and "_target_" in value:
+        args = ", ".join(f"{k}={_py_expression(v)}" for k, v in sorted(value.items()) if k != "_target_")
+        return f"{_py_target(value['_target_'])}({args})"
+    if isinstance(value, abc.Mapping):
+        return "{" + ", ".join(f"{k!r}: {_py_expression(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_py_expression(v) for v in value) + "]"
+    return repr(value)
+
+
+def _py_assignments(value: Any, prefix: str) -> list[str]:
+    """``prefix.key = expression`` lines: plain mappings are walked into, anything else is one assignment."""
+    lines = []
+    for k, v in sorted(value.items()):
+        if isinstance(v, abc.Mapping) and "_target_" not in v:
+            lines.extend(_py_assignments(v, f"{prefix}{k}."))
+        else:
+            lines.append(f"{prefix}{k} = {_py_expression(v)}")
+    return lines
+
+
+def _select_keys(values: abc.Mapping, keys: str | tuple[str, ...] | list[str], filename: str) -> Any:
+    """One value of a loaded config file, or a tuple of them: any top-level name (a dict becomes a config)."""
     names = [keys] if isinstance(keys, str) else list(keys)
     for name in names:
-        if name not in cfg:
-            raise KeyError(f"Config file {filename!r} defines no {name!r}; it defines {list(cfg.keys())}")
-    return cfg[keys] if isinstance(keys, str) else tuple(cfg[name] for name in names)
+        if name not in values:
+            public = [k for k in values if not k.startswith("_")]
+            close = difflib.get_close_matches(name, public, n=3)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise KeyError(f"Config file {filename!r} defines no {name!r}.{hint}")
+    selected = [_cast_to_config(values[name]) for name in names]
+    return selected[0] if isinstance(keys, str) else tuple(selected)
 
 
 class LazyConfig:
@@ -480,20 +568,22 @@ class LazyConfig:
 
     @staticmethod
     def load(filename: str, keys: None | str | tuple[str, ...] | list[str] = None) -> Any:
-        """Loads a ``.py`` or ``.yaml``/``.yml`` config file.
+        """Loads a ``.py``, ``.yaml``/``.yml`` or ``.pkl`` (written by :meth:`save`) config file.
 
         A Python config is executed as a fresh module each time (as is every
         config file it imports). Its relative imports (``from .common.train import
         train``, ``from ..data import dataloader``, ``from . import optim``) load
         config files by path, relative to the importing file, without any
-        ``__init__.py``. The result holds every public top-level name whose value is
-        a dict or ``DictConfig``/``ListConfig``; modules, functions, classes and
-        names starting with ``_`` are skipped.
+        ``__init__.py``. Without ``keys``, the result holds every public top-level
+        name whose value is a dict or ``DictConfig``/``ListConfig``; modules,
+        functions, classes and names starting with ``_`` are skipped.
 
         Args:
             filename: path of the config file.
-            keys: ``None`` for the whole config, a name for one of its values, or
-                a tuple/list of names for a tuple of values.
+            keys: ``None`` for the whole config; a name for one of its top-level
+                values, or a tuple/list of names for a tuple of them. Any value can
+                be asked for (a string, a number...), as in detectron2; dicts are
+                returned as configs.
 
         Returns:
             A ``DictConfig`` (objects allowed), or the selected value(s).
@@ -507,12 +597,14 @@ class LazyConfig:
         if not os.path.isfile(filename):
             raise FileNotFoundError(f"Config file {filename!r} does not exist")
         if filename.endswith(".py"):
-            cfg = _load_python(filename)
-        elif filename.endswith(_YAML_SUFFIXES):
+            return _load_python(filename, keys)
+        if filename.endswith(_YAML_SUFFIXES):
             cfg = _load_yaml(filename)
+        elif filename.endswith(".pkl"):
+            cfg = _load_pickle(filename)
         else:
-            raise ValueError(f"Config file {filename!r}: unsupported extension (use .py, .yaml or .yml)")
-        return _select_keys(cfg, keys, filename)
+            raise ValueError(f"Config file {filename!r}: unsupported extension (use .py, .yaml, .yml or .pkl)")
+        return cfg if keys is None else _select_keys(cfg, keys, filename)
 
     @staticmethod
     def load_rel(filename: str, keys: None | str | tuple[str, ...] | list[str] = None) -> Any:
@@ -526,22 +618,59 @@ class LazyConfig:
     def save(cfg: DictConfig, filename: str) -> None:
         """Saves ``cfg`` as yaml that :meth:`load` turns back into an equivalent config.
 
-        Callable ``_target_`` values are written as importable dotted names;
-        interpolations (``${..lr}``) are written unresolved; tuples become lists.
-        The file is written atomically and ``cfg`` is not modified.
+        Callable ``_target_`` values are written as importable dotted names; dataclass instances as lazy calls
+        of their class; interpolations (``${..lr}``) are written unresolved; tuples become lists. A value yaml
+        cannot hold (a lambda, as detrex recipes use for ``lr_factor_func``; an object; a target that is not
+        importable by name) is written as a placeholder string, a warning names its key, and the whole config
+        is also pickled with cloudpickle into ``filename + ".pkl"`` (which :meth:`load` reads), as detectron2
+        does. Files are written atomically; a stale ``.pkl`` of an earlier save is removed; ``cfg`` is not
+        modified.
 
         Args:
             cfg: the config to save.
             filename: destination ``.yaml`` path.
-
-        Raises:
-            ValueError: naming the dotted key of a value that cannot be written to
-                yaml (an arbitrary object, or a target that is not importable by name).
         """
-        container = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
-        tree = _to_yaml_tree(container, "")
-        text = OmegaConf.to_yaml(OmegaConf.create(tree), resolve=False)
-        _write_atomically(os.fspath(filename), text)
+        filename = os.fspath(filename)
+        container = OmegaConf.to_container(
+            cfg, resolve=False, throw_on_missing=False, structured_config_mode=SCMode.INSTANTIATE
+        )
+        unsaved: list[str] = []
+        tree = _to_yaml_tree(container, "", unsaved)
+        _write_atomically(filename, OmegaConf.to_yaml(OmegaConf.create(tree), resolve=False))
+        pickle_file = filename + ".pkl"
+        if not unsaved:
+            if os.path.exists(pickle_file):
+                os.remove(pickle_file)
+            return
+        import cloudpickle
+
+        _write_atomically(pickle_file, cloudpickle.dumps(cfg))
+        logger.warning(
+            f"Config keys {unsaved} cannot be written to yaml; {filename} holds placeholders for them and the "
+            f"complete config is pickled in {pickle_file} (LazyConfig.load reads it)"
+        )
+
+    @staticmethod
+    def to_py(cfg: DictConfig, prefix: str = "cfg.") -> str:
+        """The config as Python-like code, formatted with black: one line per leaf outside calls, calls as calls.
+
+        Interpolations are resolved. The result is meant to be read and diffed (``default_setup`` logs it), not
+        executed: objects are written by their ``repr``.
+
+        Args:
+            cfg: a config.
+            prefix: the name the lines assign to.
+        """
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        code = "\n".join(_py_assignments(container, prefix))
+        try:
+            import black
+
+            return black.format_str(code, mode=black.Mode())
+        except ImportError:  # pragma: no cover - black is a requirement
+            return code + "\n"
+        except Exception:  # black.InvalidInput: an object whose repr is not Python
+            return code + "\n"
 
     @staticmethod
     def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:

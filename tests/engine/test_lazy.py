@@ -1,5 +1,6 @@
 """Tests of engine.lazy: LazyCall, instantiate, LazyConfig.load/save/apply_overrides, get_config."""
 
+import dataclasses
 import os
 import sys
 
@@ -230,19 +231,102 @@ def test_save_keeps_strings_that_look_like_numbers(tmp_path):
     assert OmegaConf.to_container(loaded, resolve=False) == OmegaConf.to_container(cfg, resolve=False)
 
 
-def test_save_rejects_a_lambda_target_naming_the_key(tmp_path):
+def test_save_writes_yaml_and_a_pickle_for_values_yaml_cannot_hold(tmp_path, caplog):
+    """detectron2's behaviour: the yaml that can be written, plus the complete config in ``.pkl``."""
     cfg = load("top.py")
+    cfg.optimizer.lr_factor_func = lambda name: 0.1 if "backbone" in name else 1.0
     cfg.model.head._target_ = lambda **kw: kw
-    with pytest.raises(ValueError, match=r"'model\.head\._target_'"):
-        LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
-    assert not os.listdir(tmp_path)
+    path = tmp_path / "config.yaml"
+    with caplog.at_level("WARNING", logger="engine.lazy"):
+        LazyConfig.save(cfg, str(path))
+    assert "'optimizer.lr_factor_func'" in caplog.text and "'model.head._target_'" in caplog.text
+    from_yaml = LazyConfig.load(str(path))
+    assert from_yaml.train.max_iter == 200 and "not representable in yaml" in from_yaml.optimizer.lr_factor_func
+    from_pickle = LazyConfig.load(str(path) + ".pkl")
+    assert from_pickle.optimizer.lr_factor_func("backbone.conv1") == 0.1
+    assert instantiate(from_pickle.model).kwargs["head"]["num_classes"] == 3
+    del cfg.optimizer.lr_factor_func, cfg.model.head
+    LazyConfig.save(cfg, str(path))
+    assert not (tmp_path / "config.yaml.pkl").exists()  # a stale pickle would contradict the yaml
+    assert sorted(os.listdir(tmp_path)) == ["config.yaml"]
 
 
-def test_save_rejects_unrepresentable_values_naming_the_key(tmp_path):
+def test_save_of_an_object_writes_a_placeholder_naming_it(tmp_path):
     cfg = load("top.py")
     cfg.optimizer.params.model = torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=r"'optimizer\.params\.model'.*Linear"):
-        LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    assert "Linear" in LazyConfig.load(str(tmp_path / "config.yaml")).optimizer.params.model
+    assert isinstance(LazyConfig.load(str(tmp_path / "config.yaml.pkl")).optimizer.params.model, torch.nn.Linear)
+
+
+@dataclasses.dataclass
+class Shape:
+    channels: int | None = None
+    width: int | None = None
+    stride: int = 1
+
+
+def test_lazycall_of_a_dataclass_instantiates_the_dataclass(tmp_path):
+    cfg = L(Shape)(channels=1, width=3)
+    nested = L(Recorder)(shape=Shape(channels=2), shapes=[Shape(width=5)], spec=L(Shape)(stride=4))
+    for config in (cfg, nested):
+        LazyConfig.save(config, str(tmp_path / "c.yaml"))
+        assert "_target_: tests.engine.test_lazy.Shape" in (tmp_path / "c.yaml").read_text()
+    assert instantiate(cfg) == Shape(channels=1, width=3)
+    assert instantiate(LazyConfig.load(str(tmp_path / "c.yaml"))) == instantiate(nested)
+    built = instantiate(nested)
+    assert built.kwargs == {"shape": Shape(channels=2), "shapes": [Shape(width=5)], "spec": Shape(stride=4)}
+
+
+def test_a_lazy_call_can_be_the_target(tmp_path):
+    """The target is instantiated first (here into a callable object), then called with the arguments."""
+    cfg = L(L(targets.Scale)(factor=3))(value=4)
+    LazyConfig.save(cfg, str(tmp_path / "c.yaml"))
+    assert instantiate(cfg) == instantiate(LazyConfig.load(str(tmp_path / "c.yaml"))) == 12
+
+
+def test_to_py_writes_the_resolved_config_as_formatted_python():
+    cfg = DictConfig(
+        {
+            "train": {"max_iter": 10, "output_dir": "./out", "tags": ["a", 1]},
+            "model": L(Recorder)(num_classes=3, head=L(Recorder)(dim="${..num_classes}", opts={"b": 2, "a": 1.5})),
+        },
+        flags={"allow_objects": True},
+    )
+    expected = (
+        "cfg.model = tests.engine.lazy_configs.targets.Recorder(\n"
+        '    head=tests.engine.lazy_configs.targets.Recorder(dim=3, opts={"a": 1.5, "b": 2}),\n'
+        "    num_classes=3,\n"
+        ")\n"
+        "cfg.train.max_iter = 10\n"
+        'cfg.train.output_dir = "./out"\n'
+        'cfg.train.tags = ["a", 1]\n'
+    )
+    assert LazyConfig.to_py(cfg) == expected
+    assert LazyConfig.to_py(DictConfig({"x": 1}), prefix="c.") == "c.x = 1\n"
+    code = LazyConfig.to_py(DictConfig({"net": torch.nn.Identity()}, flags={"allow_objects": True}))
+    assert code == "cfg.net = Identity()\n"
+
+
+def test_load_returns_any_top_level_value_by_key():
+    assert load("values/plain.py", "name") == "plain"
+    ratio, sizes, settings = load("values/plain.py", ("ratio", "sizes", "settings"))
+    assert ratio == 0.25 and sizes == [1, 2] and isinstance(settings, DictConfig) and settings.depth == 3
+    assert set(load("values/plain.py")) == {"settings"}  # without keys: only the configs
+    assert load("values/via_load_rel.py").derived == {"name": "plain_derived", "depth": 4}
+    with pytest.raises(KeyError, match="Did you mean 'ratio'"):
+        load("values/plain.py", "ration")
+
+
+def test_bad_relative_imports_say_relative_import():
+    with pytest.raises(ImportError, match="relative import"):
+        load("values/bad_dir_import.py")
+    with pytest.raises(ImportError, match="relative import.*does not exist"):
+        load("missing_import.py")
+
+
+def test_get_config_next_to_relative_imports():
+    assert load("values/with_get_config.py").train.max_iter == 300
 
 
 # ---------------------------------------------------------------------------
@@ -305,6 +389,12 @@ def test_add_and_delete_keys():
         LazyConfig.apply_overrides(cfg, ["+train.seed=8"])
     with pytest.raises(KeyError, match="Did you mean 'train.log_period'"):
         LazyConfig.apply_overrides(cfg, ["~train.log_perod"])
+
+
+def test_quoted_string_is_stored_as_a_string():
+    cfg = load("top.py")
+    LazyConfig.apply_overrides(cfg, ['train.max_iter="123"', "train.output_dir='456'", "train.amp.enabled='yes'"])
+    assert cfg.train.max_iter == "123" and cfg.train.output_dir == "456" and cfg.train.amp.enabled == "yes"
 
 
 def test_type_mismatch_is_an_error():

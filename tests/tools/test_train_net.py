@@ -144,3 +144,36 @@ def test_ddp_two_processes_on_cpu(tiny, tmp_path):
     for name, param in model.named_parameters():
         assert torch.equal(param, result["params"][name]), name
     assert checkpoint["iteration"] == 3
+
+
+LAMBDA_CONFIG = """\
+from engine.lazy import LazyConfig
+
+dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load(
+    {config!r}, ("dataloader", "lr_multiplier", "model", "optimizer", "train")
+)
+recipe = dict(lr_factor_func=lambda name: 0.1 if name.startswith("backbone") else 1.0)  # as detrex recipes do
+"""
+
+
+def test_run_logs_its_config_as_python_and_saves_what_yaml_cannot_hold_as_a_pickle(tiny, tmp_path, caplog):
+    config = tmp_path / "with_lambda.py"
+    config.write_text(LAMBDA_CONFIG.format(config=CONFIG))
+    out = str(tmp_path / "out")
+    with caplog.at_level(logging.INFO):
+        train_net.main(
+            default_argument_parser().parse_args(
+                ["--config-file", str(config), *tiny_opts(out, tiny[2], max_iter=3), "~dataloader.evaluator"]
+            )
+        )
+    assert "Full config (interpolations resolved):\ncfg.dataloader" in caplog.text
+    assert "cfg.model = projects.centernet_lite.modeling.CenterNetLite(" in caplog.text
+    assert "recipe.lr_factor_func" in caplog.text  # the save's warning names the key
+    from_yaml = LazyConfig.load(os.path.join(out, "config.yaml"))
+    from_pickle = LazyConfig.load(os.path.join(out, "config.yaml.pkl"))
+    assert from_pickle.recipe.lr_factor_func("backbone.stem") == 0.1
+    final = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"]
+    for cfg in (from_yaml, from_pickle):
+        model = instantiate(cfg.model)
+        model.load_state_dict(final)  # strict: the same architecture
+        assert cfg.train.max_iter == 3

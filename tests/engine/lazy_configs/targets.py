@@ -27,3 +27,13 @@ def param_groups(model, base_lr, weight_decay):
 def fail(**kwargs):
     """Always raises."""
     raise ValueError(f"bad arguments {sorted(kwargs)}")
+
+
+class Scale:
+    """A callable object: ``Scale(factor)(value) == factor * value``."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, value):
+        return self.factor * value
