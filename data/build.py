@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from engine import comm
+from core import comm
 
 from . import preflight
 from .catalog import DatasetCatalog, MetadataCatalog

@@ -15,11 +15,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from typing import Any
 
 from pycocotools.coco import COCO
+
+from core.fileio import write_json
 
 from .catalog import DatasetCatalog, MetadataCatalog
 
@@ -31,7 +32,6 @@ __all__ = [
     "convert_to_coco_json",
     "load_coco_json",
     "register_coco_instances",
-    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,26 +287,3 @@ def convert_to_coco_json(dataset_name: str, output_file: str, allow_cached: bool
         return
     write_json(convert_to_coco_dict(dataset_name), output_file)
     logger.info(f"Wrote COCO json of '{dataset_name}' to {output_file}")
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> str:
-    """Writes ``obj`` as json to ``path`` atomically: a temporary file in the same folder, then a rename.
-
-    A crash never leaves a half-written file at ``path``. Returns ``path`` as a string.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from engine import comm
+from core import comm
 
 __all__ = ["InfiniteGroupedBatchSampler", "InferenceSampler"]
 
@@ -34,7 +34,7 @@ class InfiniteGroupedBatchSampler(Sampler):
         size: dataset size; needed only when ``aspect_ratio_flags`` is None.
         shuffle: permute each epoch; else every epoch is ``range(N)``.
         seed: base seed, the same on all ranks; None draws ``comm.shared_random_seed()``.
-        rank, world_size: this process's shard of the stream; None asks ``engine.comm``.
+        rank, world_size: this process's shard of the stream; None asks ``core.comm``.
         group_by_aspect_ratio: group batches by orientation (when ``aspect_ratio_flags`` are given).
         start_batch: the first batch yielded by ``iter()``; see :meth:`set_start_batch`.
 
@@ -121,7 +121,7 @@ class InferenceSampler(Sampler):
 
     Args:
         size: dataset size.
-        rank, world_size: None asks ``engine.comm``.
+        rank, world_size: None asks ``core.comm``.
     """
 
     def __init__(self, size: int, rank: int | None = None, world_size: int | None = None) -> None:

@@ -44,8 +44,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from core.fileio import write_json
+
 from .catalog import DatasetCatalog, MetadataCatalog
-from .coco import CATEGORY_KEYS, category_metadata, load_coco_json, write_json
+from .coco import CATEGORY_KEYS, category_metadata, load_coco_json
 from .mapper import read_image_size
 
 __all__ = [

@@ -43,19 +43,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import torch
 from fvcore.common.checkpoint import Checkpointer, _filter_reused_missing_keys, _IncompatibleKeys
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
 from torch import nn
 
-from . import comm
+from core import comm
+from core.fileio import atomic_write, write_text
 
 __all__ = [
     "LOAD_MODES",
@@ -103,28 +103,9 @@ class IncompatibleCheckpointError(ValueError):
     """A readable checkpoint whose tensors do not fit the model under the chosen load mode."""
 
 
-def _atomic_write(path: str, write_fn: Callable[[IO[bytes]], Any]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` to a temporary file in the same directory, then an atomic rename."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Short descriptions of key lists
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _pattern(key: str) -> str:
@@ -348,7 +329,7 @@ class DetectionCheckpointer(Checkpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        write_text(path, last_filename_basename)
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading

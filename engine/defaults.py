@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from core import comm
+from core.lazy import LazyConfig
+from core.logger import setup_logger
 from evaluation.coco_evaluation import RESULTS_FILE
 
-from . import comm
 from .data_setup import SPLITS, dataset_names, setup_datasets
 from .events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from .lazy import LazyConfig
-from .logger import setup_logger
 
 __all__ = [
     "default_argument_parser",

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 from fvcore.common.timer import Timer
 
+from core import comm
 from evaluation.testing import flatten_results_dict
 
-from . import comm
 from .checkpoint import PeriodicCheckpointer as _PeriodicCheckpointer
 from .ema import ModelEMA
 from .events import EventWriter

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from . import comm
+from core import comm
 
 __all__ = ["launch", "find_free_port", "default_backend"]
 

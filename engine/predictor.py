@@ -25,28 +25,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from core.device import resolve_device
+from core.lazy import instantiate
 from data import read_image
 
 from .checkpoint import DetectionCheckpointer
 from .data_setup import dataset_categories, setup_datasets
 from .defaults import load_config
-from .lazy import instantiate
 
-__all__ = ["DefaultPredictor", "Detections", "as_image_tensor", "resolve_device"]
+__all__ = ["DefaultPredictor", "Detections", "as_image_tensor"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available; asking for CUDA without it is an error."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available; use 'cpu'")
-    return device
 
 
 @dataclass

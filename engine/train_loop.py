@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import comm
+from core import comm
+
 from .events import EventStorage, get_event_storage
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer", "seed_iteration"]

@@ -32,9 +32,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
+from core import comm
+from core.fileio import write_json
 from data.catalog import MetadataCatalog
-from data.coco import write_json
-from engine import comm
 
 from .evaluator import DatasetEvaluator
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from engine import comm
+from core import comm
 
 __all__ = [
     "DatasetEvaluator",

@@ -67,7 +67,8 @@ from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch import nn  # noqa: E402
 
 import modeling.layers.ms_deform_attn as ms_deform_attn_module  # noqa: E402
-from engine.lazy import LazyConfig, instantiate  # noqa: E402
+from core.device import resolve_device  # noqa: E402
+from core.lazy import LazyConfig, instantiate  # noqa: E402
 
 __all__ = [
     "BILINEAR_FLOPS",
@@ -95,13 +96,6 @@ _SAMPLING_OP = "prim::PythonOp._CountedDeformableSampling"
 # ---------------------------------------------------------------------------
 # model and input
 # ---------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def build_model(config_file: str, overrides: Sequence[str] = (), device: str | torch.device = "cpu") -> nn.Module:

@@ -52,6 +52,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+from core.device import resolve_device  # noqa: E402
 from projects.lp_detr.modeling import BoxRelationEmbedding, ProgressiveRelationEmbedding  # noqa: E402
 
 MODELS = ("relation_detr", "lp_detr")
@@ -105,17 +106,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.layer < args.num_layers:
         parser.error(f"--layer must be in [0, {args.num_layers}), got {args.layer}")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device {name}: only cpu and cuda are supported")
-    return device
 
 
 def build_relation(model: str, variant: str, args: argparse.Namespace) -> torch.nn.Module:

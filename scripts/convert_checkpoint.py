@@ -277,7 +277,7 @@ def _reference_keys(config_path: str | None) -> list[str] | None:
     """State-dict keys of the model a LazyConfig builds (backbone weights not loaded), or None."""
     if config_path is None:
         return None
-    from engine.lazy import LazyConfig, instantiate
+    from core.lazy import LazyConfig, instantiate
 
     cfg = LazyConfig.load(config_path)
     if "weights" in cfg.model.get("backbone", {}):

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from data.coco import write_json  # noqa: E402
+from core.fileio import write_json  # noqa: E402
 from data.yolo import coco_dict_to_yolo, yolo_to_coco_dict  # noqa: E402
 
 logger = logging.getLogger("convert_yolo")

@@ -39,8 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from core.lazy import LazyConfig, instantiate  # noqa: E402
 from engine.checkpoint import DetectionCheckpointer  # noqa: E402
-from engine.lazy import LazyConfig, instantiate  # noqa: E402
 from modeling.export import OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportableDetector  # noqa: E402
 
 __all__ = ["build_model", "check_export", "compare_detections", "export_onnx"]

@@ -17,34 +17,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from engine import comm, hooks  # noqa: E402
+from core import comm  # noqa: E402
+from core.device import resolve_device  # noqa: E402
+from core.lazy import LazyConfig, instantiate, locate  # noqa: E402
+from engine import hooks  # noqa: E402
 from engine.checkpoint import DetectionCheckpointer  # noqa: E402
 from engine.data_setup import dataset_categories  # noqa: E402
 from engine.defaults import create_ddp_model, default_argument_parser, default_setup, default_writers  # noqa: E402
 from engine.ema import ModelEMA  # noqa: E402
 from engine.launch import launch  # noqa: E402
-from engine.lazy import LazyConfig, instantiate, locate  # noqa: E402
 from engine.solver import LRMultiplier, iterations_from_epochs  # noqa: E402
 from engine.train_loop import AMPTrainer, HookBase, SimpleTrainer  # noqa: E402
 from evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 
 logger = logging.getLogger("train_net")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a torch device: "auto" picks CUDA when available; a missing CUDA is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device='{name}' but CUDA is not available; use train.device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", comm.get_local_rank())
-    return device
 
 
 def build_test_loader(cfg):
@@ -164,7 +152,7 @@ def _accepts(lazy_call, argument: str) -> bool:
 
 def do_train(args, cfg, seed: int):
     """Builds the data first (its images are checked before anything else), then the model, and trains."""
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, comm.get_local_rank())
     if _accepts(cfg.dataloader.train, "seed") and cfg.dataloader.train.get("seed") is None:
         cfg.dataloader.train.seed = seed  # data order and augmentation follow the run's seed
     train_loader = instantiate(cfg.dataloader.train)
@@ -206,7 +194,7 @@ def do_eval_only(args, cfg):
     """Evaluates ``train.init_checkpoint`` (or the last checkpoint with ``--resume``), which must fit the model."""
     if not args.resume and not cfg.train.init_checkpoint:
         raise ValueError("--eval-only needs a checkpoint: set train.init_checkpoint=PATH (or --resume)")
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, comm.get_local_rank())
     test_loader = build_test_loader(cfg)
     if OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download

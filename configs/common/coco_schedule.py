@@ -1,6 +1,6 @@
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from engine.solver import WarmupParamScheduler
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from engine.solver import get_default_optimizer_params
 
 # `params.model` is filled in by tools/train_net.py.

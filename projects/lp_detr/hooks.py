@@ -3,7 +3,7 @@
 Use through the generic ``train.hooks`` key of the training config (``tools/train_net.py`` instantiates and
 registers the hooks after its default ones)::
 
-    from engine.lazy import LazyCall as L
+    from core.lazy import LazyCall as L
     from projects.lp_detr.hooks import RelationWeightsWriter
 
     train.hooks = [L(RelationWeightsWriter)(period="${...eval_period}")]
@@ -20,7 +20,7 @@ import os
 
 from torch import Tensor, nn
 
-from engine import comm
+from core import comm
 from engine.ema import unwrap_model
 from engine.train_loop import HookBase
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from core import lazy
 from data.synthetic import register_synthetic
-from engine import lazy
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "common", "data")
 

@@ -16,7 +16,7 @@ import torch
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.swin_transformer import SwinTransformer
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from modeling.backbones import ConvNeXtBackbone, FocalNetBackbone, SwinBackbone
 from scripts.convert_checkpoint import convert_state_dict
 

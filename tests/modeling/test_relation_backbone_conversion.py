@@ -16,7 +16,7 @@ import os
 import pytest
 import torch
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from scripts.convert_checkpoint import convert_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

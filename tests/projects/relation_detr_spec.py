@@ -2,7 +2,7 @@
 
 import os
 
-from engine.lazy import LazyConfig
+from core.lazy import LazyConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(ROOT, "projects", "lp_detr", "configs")

@@ -2,7 +2,7 @@
 
 import os
 
-from engine.lazy import LazyConfig
+from core.lazy import LazyConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_CONFIG = os.path.join(ROOT, "projects", "salience_detr", "configs", "models", "salience_detr_r50.py")

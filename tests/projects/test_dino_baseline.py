@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from modeling.meta_arch import TwoStageDETR
 from modeling.transformer import DeformableEncoder, TopKQuerySelector, TwoStageTransformer
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine import comm
+from core import comm
 from engine.train_loop import TrainerBase
 from projects.lp_detr.hooks import RelationWeightsWriter, find_progressive_relation
 from projects.lp_detr.modeling import BoxRelationEmbedding, ProgressiveRelationEmbedding

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from projects.lp_detr.modeling import (
     BoxRelationEmbedding,
     ProgressiveRelationEmbedding,

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from core.lazy import LazyConfig, instantiate
 from engine.defaults import default_argument_parser
-from engine.lazy import LazyConfig, instantiate
 from tests.tools.train_net_helpers import register_tiny, tiny_opts
 from tools import train_net
 

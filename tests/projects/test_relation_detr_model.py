@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from projects.lp_detr.modeling import repeat_targets
 from tests.projects.relation_detr_spec import CONFIG_DIR, r50_model_config, small_model_config
 

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from engine.lazy import instantiate
+from core.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
 from tests.parity_fixtures import (
     LOGIT_TOL,

@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from engine.lazy import LazyConfig, instantiate
+from core.lazy import LazyConfig, instantiate
 from tests.parity_fixtures import load_spec
 from tests.projects.salience_detr_spec import ROOT, model_config_from_spec, r50_model_config
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from core.lazy import LazyConfig, instantiate
 from data import DatasetCatalog, MetadataCatalog
 from engine.checkpoint import DetectionCheckpointer
-from engine.lazy import LazyConfig, instantiate
 from scripts import demo
 from tests.tools.train_net_helpers import ROOT, register_tiny
 

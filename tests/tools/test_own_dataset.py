@@ -17,9 +17,9 @@ import uuid
 import pytest
 import torch
 
+from core.lazy import LazyConfig
 from data import MetadataCatalog
 from engine.defaults import default_argument_parser
-from engine.lazy import LazyConfig
 from tests.tools.own_data_helpers import OracleDetector, make_own_data, own_data_opts
 from tests.tools.train_net_helpers import CONFIG as CENTERNET_CONFIG
 from tests.tools.train_net_helpers import ROOT
@@ -27,8 +27,8 @@ from tools import train_net
 
 ORACLE_CONFIG = """\
 from data import register_coco_instances
-from engine.lazy import LazyCall as L
-from engine.lazy import get_config
+from core.lazy import LazyCall as L
+from core.lazy import get_config
 from tests.tools.own_data_helpers import OracleDetector
 
 register_coco_instances("{name}", {{}}, "{json_file}", "{image_root}")  # the README's way, metadata {{}}

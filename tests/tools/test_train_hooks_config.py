@@ -7,9 +7,9 @@ import uuid
 import pytest
 from omegaconf import DictConfig
 
+from core.lazy import LazyCall as L
+from core.lazy import LazyConfig
 from engine.defaults import default_argument_parser
-from engine.lazy import LazyCall as L
-from engine.lazy import LazyConfig
 from engine.train_loop import HookBase
 from tests.tools.train_net_helpers import CONFIG, register_tiny, tiny_opts
 from tools import train_net

@@ -9,11 +9,11 @@ import uuid
 import pytest
 import torch
 
+from core.lazy import LazyConfig, instantiate
 from data import get_detection_dataset_dicts
 from engine.checkpoint import DetectionCheckpointer
 from engine.defaults import default_argument_parser
 from engine.launch import launch
-from engine.lazy import LazyConfig, instantiate
 from tests.tools.train_net_helpers import CONFIG, ddp_worker, register_tiny, tiny_opts
 from tools import train_net
 
@@ -147,7 +147,7 @@ def test_ddp_two_processes_on_cpu(tiny, tmp_path):
 
 
 LAMBDA_CONFIG = """\
-from engine.lazy import LazyConfig
+from core.lazy import LazyConfig
 
 dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load(
     {config!r}, ("dataloader", "lr_multiplier", "model", "optimizer", "train")

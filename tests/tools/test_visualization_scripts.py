@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from core.lazy import LazyConfig, instantiate
 from data import DatasetCatalog
 from data.mapper import read_image
 from engine.checkpoint import DetectionCheckpointer
-from engine.lazy import LazyConfig, instantiate
 from scripts import plot_metrics, visualize_data, visualize_relation_weights, visualize_salience
 from tests.tools.test_demo_script import SALIENCE_CONFIG, tiny_model_opts
 from tests.tools.train_net_helpers import ROOT, register_tiny

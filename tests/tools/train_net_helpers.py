@@ -4,8 +4,8 @@ import os
 
 import torch
 
+from core import comm
 from data.synthetic import register_synthetic
-from engine import comm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "projects", "centernet_lite", "configs", "centernet_lite_synthetic.py")

@@ -3,6 +3,7 @@ and with probability 0.5 a resize + random crop before the multi-scale resize.""
 
 from omegaconf import OmegaConf
 
+from core.lazy import LazyCall as L
 from data import (
     DetrDatasetMapper,
     RandomCrop,
@@ -12,7 +13,6 @@ from data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from engine.lazy import LazyCall as L
 from evaluation import COCOEvaluator
 
 dataloader = OmegaConf.create()

@@ -1,7 +1,7 @@
 """The framework's end-to-end check: CenterNetLite trained from scratch on the synthetic dataset, on CPU in minutes."""
 
+from core.lazy import LazyCall as L
 from data.synthetic import THING_CLASSES
-from engine.lazy import LazyCall as L
 from projects.centernet_lite.modeling import CenterNetLite
 
 from ....configs.common.coco_schedule import multistep_schedule

@@ -7,7 +7,7 @@ no chunking or checkpointing at 100 queries). The learnt ``Lambda`` table is log
 (:class:`projects.lp_detr.hooks.RelationWeightsWriter` in ``train.hooks``).
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from projects.lp_detr.hooks import RelationWeightsWriter
 
 from .models import lp_detr_r50 as _lp

@@ -25,8 +25,8 @@ The official COCO checkpoint (``relation_detr_focalnet_large_lrf_fl4_1200_2000_o
 ``scripts/convert_checkpoint.py --model relation_detr`` into this model with ``model.num_classes=91``.
 """
 
+from core.lazy import LazyCall as L
 from data import RandomCrop, RandomFlip, ResizeShortestEdge
-from engine.lazy import LazyCall as L
 from modeling.backbones import FocalNetBackbone
 
 from ....configs.common.coco_schedule import multistep_schedule

@@ -11,7 +11,7 @@ The training recipe (optimizer, lr factors, schedule, batch, clipping, data) is 
 the model.
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from modeling.meta_arch import TwoStageDETR
 from modeling.transformer import DeformableEncoder, DeformableEncoderLayer, TopKQuerySelector, TwoStageTransformer
 

@@ -8,7 +8,7 @@ The official COCO checkpoint (``salience_detr_convnext_l_800_1333_coco_1x.pth``,
 ``scripts/convert_checkpoint.py --model salience_detr`` into this model with ``model.num_classes=91``.
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from modeling.backbones import ConvNeXtBackbone
 
 from .salience_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

@@ -10,7 +10,7 @@ The official COCO checkpoint (``salience_detr_focalnet_large_lrf_800_1333_coco_1
 ``scripts/convert_checkpoint.py --model salience_detr`` into this model with ``model.num_classes=91``.
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from modeling.backbones import FocalNetBackbone
 
 from .salience_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401

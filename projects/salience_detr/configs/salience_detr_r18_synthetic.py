@@ -16,8 +16,8 @@ weights (no network access):
 Measured with ``make demo`` on 2 cores (Xeon 2.5 GHz, no GPU): see the README (AP vs iteration and time).
 """
 
+from core.lazy import LazyCall as L
 from data.synthetic import THING_CLASSES
-from engine.lazy import LazyCall as L
 from modeling.backbones import BasicResNet
 
 from ....configs.common.coco_schedule import multistep_schedule

@@ -12,7 +12,7 @@ COCO categories are contiguous 0..79 here (the official model keeps 91 COCO ids;
 ``scripts/convert_checkpoint.py`` into a ``num_classes=91`` model).
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from engine.solver import get_default_optimizer_params
 
 from ....configs.common.coco_schedule import multistep_schedule

@@ -8,7 +8,7 @@ computed in blocks of 300 queries and recomputed in the backward pass (``chunk_s
 ``[B, Q, Q, 80]`` embeddings per layer would otherwise take several GB at 1100 queries.
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from projects.lp_detr.modeling import ProgressiveRelationEmbedding
 
 from .relation_detr_r50 import model

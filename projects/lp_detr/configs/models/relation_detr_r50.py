@@ -6,7 +6,7 @@ outputs of all its layers. Derived values are interpolated from ``model.num_clas
 LP-DETR (``lp_detr_r50.py``) swaps the relation embedding.
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from modeling.backbones import ResNetBackbone
 from modeling.criterion import DetrCriterion, build_weight_dict
 from modeling.denoising import ContrastiveDenoising

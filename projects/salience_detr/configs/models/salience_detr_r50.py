@@ -4,7 +4,7 @@ Derived values are interpolated from ``model.num_classes`` and ``model.transform
 edits of this config (see ``salience_detr_r18_synthetic.py``).
 """
 
-from engine.lazy import LazyCall as L
+from core.lazy import LazyCall as L
 from modeling.backbones import ResNetBackbone
 from modeling.criterion import DetrCriterion, build_weight_dict
 from modeling.denoising import ContrastiveDenoising

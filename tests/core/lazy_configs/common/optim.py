@@ -1,7 +1,7 @@
 import torch
 
-from engine.lazy import LazyCall as L
-from tests.engine.lazy_configs.targets import param_groups
+from core.lazy import LazyCall as L
+from tests.core.lazy_configs.targets import param_groups
 
 optimizer = L(torch.optim.SGD)(
     params=L(param_groups)(model=None, base_lr="${..lr}", weight_decay="${..weight_decay}"),

@@ -26,7 +26,6 @@ import inspect
 import logging
 import os
 import pickle
-import tempfile
 import types
 from collections import abc
 from typing import Any
@@ -35,6 +34,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, QuotedString
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
+
+from .fileio import write_text
 
 __all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config", "locate"]
 
@@ -371,24 +372,6 @@ def _placeholder(value: Any, key: str, unsaved: list[str]) -> str:
     return f"<not representable in yaml: {type(value).__qualname__} {value!r:.60}; see the .pkl file next to this one>"
 
 
-def _write_atomically(filename: str, content: str | bytes) -> None:
-    """Writes ``content`` (text or bytes) to a temporary file next to ``filename``, then renames it over it."""
-    directory = os.path.dirname(os.path.abspath(filename))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(filename))
-    try:
-        if isinstance(content, bytes):
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(content)
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # ---------------------------------------------------------------------------
 # overrides
 # ---------------------------------------------------------------------------
@@ -636,7 +619,7 @@ class LazyConfig:
         )
         unsaved: list[str] = []
         tree = _to_yaml_tree(container, "", unsaved)
-        _write_atomically(filename, OmegaConf.to_yaml(OmegaConf.create(tree), resolve=False))
+        write_text(filename, OmegaConf.to_yaml(OmegaConf.create(tree), resolve=False))
         pickle_file = filename + ".pkl"
         if not unsaved:
             if os.path.exists(pickle_file):
@@ -644,7 +627,7 @@ class LazyConfig:
             return
         import cloudpickle
 
-        _write_atomically(pickle_file, cloudpickle.dumps(cfg))
+        write_text(pickle_file, cloudpickle.dumps(cfg))
         logger.warning(
             f"Config keys {unsaved} cannot be written to yaml; {filename} holds placeholders for them and the "
             f"complete config is pickled in {pickle_file} (LazyConfig.load reads it)"

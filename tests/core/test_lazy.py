@@ -1,4 +1,4 @@
-"""Tests of engine.lazy: LazyCall, instantiate, LazyConfig.load/save/apply_overrides, get_config."""
+"""Tests of core.lazy: LazyCall, instantiate, LazyConfig.load/save/apply_overrides, get_config."""
 
 import dataclasses
 import os
@@ -8,14 +8,14 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-import engine.lazy as lazy
-from engine.lazy import LazyCall as L
-from engine.lazy import LazyConfig, get_config, instantiate
-from tests.engine.lazy_configs import targets
-from tests.engine.lazy_configs.targets import Recorder
+import core.lazy as lazy
+from core.lazy import LazyCall as L
+from core.lazy import LazyConfig, get_config, instantiate
+from tests.core.lazy_configs import targets
+from tests.core.lazy_configs.targets import Recorder
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy_configs")
-RECORDER = "tests.engine.lazy_configs.targets.Recorder"
+RECORDER = "tests.core.lazy_configs.targets.Recorder"
 
 
 def load(name, keys=None):
@@ -40,7 +40,7 @@ def stringify_targets(value):
 
 
 def test_lazycall_builds_a_config_allowing_objects():
-    cfg = L(Recorder)(a=1, b=L("tests.engine.lazy_configs.targets.Recorder")(c=2))
+    cfg = L(Recorder)(a=1, b=L("tests.core.lazy_configs.targets.Recorder")(c=2))
     assert isinstance(cfg, DictConfig)
     assert cfg._target_ is Recorder and cfg.a == 1 and cfg.b._target_ == RECORDER
     net = torch.nn.Linear(2, 2)
@@ -97,16 +97,14 @@ def test_instantiate_returns_non_target_values_unchanged():
 def test_instantiate_error_names_the_config_path_and_target():
     cfg = load("top.py")
     cfg.model.head = L(targets.fail)(x=1)
-    with pytest.raises(
-        ValueError, match=r"'model\.head' \(target tests\.engine\.lazy_configs\.targets\.fail\)"
-    ) as info:
+    with pytest.raises(ValueError, match=r"'model\.head' \(target tests\.core\.lazy_configs\.targets\.fail\)") as info:
         instantiate(cfg.model)
     assert "bad arguments" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
 
 
 def test_instantiate_error_for_unknown_target_name():
-    cfg = DictConfig({"m": {"_target_": "tests.engine.lazy_configs.targets.NoSuchThing"}})
+    cfg = DictConfig({"m": {"_target_": "tests.core.lazy_configs.targets.NoSuchThing"}})
     with pytest.raises(ImportError, match=r"'m'.*NoSuchThing"):
         instantiate(cfg.m)
 
@@ -237,7 +235,7 @@ def test_save_writes_yaml_and_a_pickle_for_values_yaml_cannot_hold(tmp_path, cap
     cfg.optimizer.lr_factor_func = lambda name: 0.1 if "backbone" in name else 1.0
     cfg.model.head._target_ = lambda **kw: kw
     path = tmp_path / "config.yaml"
-    with caplog.at_level("WARNING", logger="engine.lazy"):
+    with caplog.at_level("WARNING", logger="core.lazy"):
         LazyConfig.save(cfg, str(path))
     assert "'optimizer.lr_factor_func'" in caplog.text and "'model.head._target_'" in caplog.text
     from_yaml = LazyConfig.load(str(path))
@@ -271,7 +269,7 @@ def test_lazycall_of_a_dataclass_instantiates_the_dataclass(tmp_path):
     nested = L(Recorder)(shape=Shape(channels=2), shapes=[Shape(width=5)], spec=L(Shape)(stride=4))
     for config in (cfg, nested):
         LazyConfig.save(config, str(tmp_path / "c.yaml"))
-        assert "_target_: tests.engine.test_lazy.Shape" in (tmp_path / "c.yaml").read_text()
+        assert "_target_: tests.core.test_lazy.Shape" in (tmp_path / "c.yaml").read_text()
     assert instantiate(cfg) == Shape(channels=1, width=3)
     assert instantiate(LazyConfig.load(str(tmp_path / "c.yaml"))) == instantiate(nested)
     built = instantiate(nested)
@@ -294,8 +292,8 @@ def test_to_py_writes_the_resolved_config_as_formatted_python():
         flags={"allow_objects": True},
     )
     expected = (
-        "cfg.model = tests.engine.lazy_configs.targets.Recorder(\n"
-        '    head=tests.engine.lazy_configs.targets.Recorder(dim=3, opts={"a": 1.5, "b": 2}),\n'
+        "cfg.model = tests.core.lazy_configs.targets.Recorder(\n"
+        '    head=tests.core.lazy_configs.targets.Recorder(dim=3, opts={"a": 1.5, "b": 2}),\n'
         "    num_classes=3,\n"
         ")\n"
         "cfg.train.max_iter = 10\n"

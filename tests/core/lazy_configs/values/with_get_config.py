@@ -1,5 +1,5 @@
 # detrex's get_config next to a relative import.
-from engine.lazy import get_config
+from core.lazy import get_config
 
 from .plain import settings
 

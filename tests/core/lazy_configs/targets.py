@@ -1,4 +1,4 @@
-"""Callables used as ``_target_`` by the test configs; importable as ``tests.engine.lazy_configs.targets``."""
+"""Callables used as ``_target_`` by the test configs; importable as ``tests.core.lazy_configs.targets``."""
 
 import collections
 

@@ -1,4 +1,4 @@
-import tests.engine.lazy_configs.targets as _targets
+import tests.core.lazy_configs.targets as _targets
 
 _targets.LOAD_COUNTS["common/train.py"] += 1
 

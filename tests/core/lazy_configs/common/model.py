@@ -1,5 +1,5 @@
-from engine.lazy import LazyCall as L
-from tests.engine.lazy_configs.targets import Recorder
+from core.lazy import LazyCall as L
+from tests.core.lazy_configs.targets import Recorder
 
 model = L(Recorder)(
     num_classes=3,

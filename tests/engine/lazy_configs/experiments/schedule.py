@@ -1,4 +1,0 @@
-from engine.lazy import LazyCall as L
-from tests.engine.lazy_configs.targets import Recorder
-
-lr_multiplier = L(Recorder)(milestones=[8, 9], max_iter=10)
