@@ -7,7 +7,6 @@ initialised process group the world has one rank and collectives are identities.
 from __future__ import annotations
 
 import functools
-import pickle
 from typing import Any
 
 import numpy as np
@@ -99,22 +98,3 @@ def shared_random_seed() -> int:
     """A random integer drawn on every rank and agreed on (rank 0's draw)."""
     seed = int(np.random.randint(2**31))
     return all_gather(seed)[0]
-
-
-def reduce_dict(input_dict: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
-    """Sums (or averages) scalar tensors over ranks; keys must match on every rank."""
-    world_size = get_world_size()
-    if world_size < 2:
-        return input_dict
-    with torch.no_grad():
-        names = sorted(input_dict.keys())
-        values = torch.stack([input_dict[k] for k in names])
-        dist.all_reduce(values)
-        if average:
-            values /= world_size
-        return dict(zip(names, values))
-
-
-def object_size(data: Any) -> int:
-    """Size in bytes of the pickled object (for logging what a gather moves)."""
-    return len(pickle.dumps(data))

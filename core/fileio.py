@@ -1,7 +1,8 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file under the final name.
+"""File helpers: atomic writes, and json reads whose errors name the file.
 
-Each write goes to a temporary file in the destination's folder, is flushed to disk, then renamed over the
-destination (``os.replace`` is atomic on POSIX and Windows). The temporary file is removed on any error.
+Atomic writes: a crash or a full disk never leaves a half-written file under the final name. Each write goes to a
+temporary file in the destination's folder, is flushed to disk, then renamed over the destination (``os.replace`` is
+atomic on POSIX and Windows). The temporary file is removed on any error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json", "write_text"]
+__all__ = ["atomic_write", "read_json", "write_json", "write_text"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "wb") -> str:
@@ -53,3 +54,26 @@ def write_text(path: str | os.PathLike, content: str | bytes) -> str:
 def write_json(obj: Any, path: str | os.PathLike) -> str:
     """Writes ``obj`` as json to ``path`` atomically."""
     return atomic_write(path, lambda f: json.dump(obj, f), "w")
+
+
+def read_json(path: str | os.PathLike, what: str = "json file") -> Any:
+    """Reads a json file.
+
+    Args:
+        path: the file.
+        what: what the file is, for the error message (``"results file"``).
+
+    Returns:
+        The decoded content.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names ``what`` and ``path``).
+        ValueError: the file is not valid json (the message names ``path`` and the parser's error).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid json: {error}") from error

@@ -28,6 +28,7 @@ import os
 import pickle
 import types
 from collections import abc
+from collections.abc import Iterator
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,7 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 
 from .fileio import write_text
 
-__all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config", "locate"]
+__all__ = ["LazyCall", "LazyConfig", "instantiate", "get_config", "iter_calls", "locate"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ class LazyCall:
     def __call__(self, **kwargs: Any) -> DictConfig:
         """Returns the config of the call ``target(**kwargs)``."""
         target = self._target
-        if dataclasses.is_dataclass(target) and isinstance(target, type):
-            # omegaconf would turn a dataclass type into a structured config of its fields: keep its name instead
+        if isinstance(target, type) and (dataclasses.is_dataclass(target) or issubclass(target, (dict, list, tuple))):
+            # omegaconf would turn a dataclass type into a structured config of its fields (and cannot hold a
+            # container type at all): keep its dotted name instead, e.g. "builtins.dict" for L(dict)(a=...)
             target = _target_to_string(target, "_target_")
         return DictConfig(content={"_target_": target, **kwargs}, flags=_FLAGS)
 
@@ -684,6 +686,33 @@ class LazyConfig:
         for text in overrides:
             _apply_override(cfg, text)
         return cfg
+
+
+def iter_calls(cfg: Any, target: Any = None) -> Iterator[DictConfig]:
+    """Every lazy call in the config tree ``cfg`` (itself included), depth first; only those of ``target`` (a
+    callable, or its dotted name) when given. For edits across a model, e.g. every FFN's ``d_ffn``.
+    """
+    if isinstance(cfg, ListConfig):
+        for item in cfg:
+            yield from iter_calls(item, target)
+        return
+    if not isinstance(cfg, DictConfig):
+        return
+    if "_target_" in cfg and (target is None or _same_target(cfg._get_node("_target_")._value(), target)):
+        yield cfg
+    for _, value in cfg.items_ex(resolve=False):
+        yield from iter_calls(value, target)
+
+
+def _same_target(value: Any, target: Any) -> bool:
+    if isinstance(value, str) != isinstance(target, str):
+        try:
+            return (locate(value) if isinstance(value, str) else value) is (
+                locate(target) if isinstance(target, str) else target
+            )
+        except ImportError:
+            return False
+    return value == target if isinstance(value, str) else value is target
 
 
 def get_config(config_path: str) -> DictConfig:

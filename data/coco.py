@@ -20,7 +20,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from core.fileio import write_json
+from core.fileio import read_json, write_json
 
 from .catalog import DatasetCatalog, MetadataCatalog
 
@@ -135,11 +135,7 @@ def category_metadata(categories: list[dict], json_file: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=32)
 def _json_category_metadata(json_file: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    with open(json_file) as f:
-        try:
-            dataset = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{json_file} is not valid json: {e}") from e
+    dataset = read_json(json_file, "COCO json file")
     if not isinstance(dataset, dict) or "categories" not in dataset:
         raise ValueError(f"{json_file} is not a COCO instances file: it has no 'categories'")
     return category_metadata(dataset["categories"], json_file)

@@ -22,7 +22,6 @@ from .events import EventWriter
 from .train_loop import HookBase
 
 __all__ = [
-    "CallbackHook",
     "IterationTimer",
     "PeriodicWriter",
     "PeriodicCheckpointer",
@@ -34,30 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class CallbackHook(HookBase):
-    """A hook made of plain functions, each receiving the trainer."""
-
-    def __init__(self, *, before_train=None, after_train=None, before_step=None, after_step=None):
-        self._before_train, self._after_train = before_train, after_train
-        self._before_step, self._after_step = before_step, after_step
-
-    def before_train(self):
-        if self._before_train:
-            self._before_train(self.trainer)
-
-    def after_train(self):
-        if self._after_train:
-            self._after_train(self.trainer)
-
-    def before_step(self):
-        if self._before_step:
-            self._before_step(self.trainer)
-
-    def after_step(self):
-        if self._after_step:
-            self._after_step(self.trainer)
 
 
 class IterationTimer(HookBase):

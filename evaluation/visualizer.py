@@ -1,8 +1,9 @@
-"""Pictures of detections: boxes with class names and scores over the image, ground truth alongside.
+"""Generic pictures: detections over images (ground truth alongside), training curves, one colour per class.
 
 Drawing uses matplotlib's non-interactive Agg backend, so it works on a machine without a display. Colours are
 one per class (matplotlib's ``tab10`` cycle); detections are solid boxes labelled ``"name 0.87"``, ground-truth
-boxes are dashed white.
+boxes are dashed white. A paper's own figures live in its project (``projects/<paper>/visualization.py``) and
+build on :func:`class_color`, :func:`draw_boxes` and :func:`save_figure`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from core.fileio import read_json  # noqa: E402
 
 __all__ = [
     "class_color",
@@ -27,9 +31,8 @@ __all__ = [
     "load_coco_results",
     "load_metrics",
     "save_detection_grid",
+    "save_figure",
     "save_metrics_plot",
-    "save_relation_weights_plot",
-    "save_salience_figure",
 ]
 
 
@@ -55,13 +58,7 @@ def load_coco_results(path: str, dataset_id_to_contiguous: Mapping[int, int]) ->
         ValueError: the file is not a list of detections, an entry lacks a key, its bbox is not 4 numbers, or its
             category id is not one of the dataset's.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"results file not found: {path}")
-    with open(path) as f:
-        try:
-            entries = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid json: {error}") from error
+    entries = read_json(path, "results file")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a list of detections, got a {type(entries).__name__}")
     per_image: dict[int, list[dict]] = defaultdict(list)
@@ -182,120 +179,25 @@ def save_detection_grid(
     if ground_truths is not None:
         fig.suptitle("boxes: detections (class score); dashed white: ground truth", fontsize=8)
     fig.tight_layout(pad=0.4, rect=(0, 0, 1, 0.97) if ground_truths is not None else None)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=dpi)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output, dpi)
 
 
-def _save(fig, output: str, dpi: int, tight: bool = False) -> str:
+def save_figure(fig: Figure, output: str, dpi: int, tight: bool = False) -> str:
+    """Writes ``fig`` to ``output`` (folders are created) and closes it.
+
+    Args:
+        fig: the figure.
+        output: path of the picture; its extension picks the format.
+        dpi: resolution.
+        tight: crop the figure to its drawn content (``bbox_inches="tight"``).
+
+    Returns:
+        ``output``.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     fig.savefig(output, dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return output
-
-
-def save_salience_figure(
-    image: np.ndarray,
-    salience: Sequence[np.ndarray],
-    detections: Sequence[dict],
-    class_names: Sequence[str],
-    output: str,
-    level_names: Sequence[str] | None = None,
-    title: str | None = None,
-    alpha: float = 0.55,
-    dpi: int = 110,
-) -> str:
-    """Writes one PNG: the image with its detections, then one panel per feature level with its salience map.
-
-    Args:
-        image: ``H x W x 3`` uint8.
-        salience: per level, an ``H x W`` array of probabilities in [0, 1] (already upsampled to the image).
-        detections: dicts with ``box`` (xyxy pixels), ``label``, ``score``.
-        class_names: name of each contiguous label.
-        output: path of the PNG.
-        level_names: title of each level's panel (default ``level l``).
-        title: the figure's title.
-        alpha: opacity of the salience overlay.
-    """
-    if not salience:
-        raise ValueError("no salience map to draw")
-    panels = 1 + len(salience)
-    h, w = image.shape[:2]
-    scale = 3.0 / max(h, w)
-    fig, axes = plt.subplots(1, panels, figsize=(w * scale * panels + 0.6, h * scale + 0.6), squeeze=False)
-    axes = axes[0]
-    axes[0].imshow(image)
-    draw_boxes(
-        axes[0],
-        [d["box"] for d in detections],
-        [d["label"] for d in detections],
-        class_names,
-        [d["score"] for d in detections],
-    )
-    axes[0].set_title(f"detections ({len(detections)})", fontsize=8)
-    mappable = None
-    for index, level in enumerate(salience):
-        ax = axes[index + 1]
-        ax.imshow(image)
-        mappable = ax.imshow(np.asarray(level), cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
-        name = level_names[index] if level_names is not None else f"level {index}"
-        ax.set_title(f"{name} (max {float(np.max(level)):.2f})", fontsize=8)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.4)
-    if mappable is not None:
-        fig.colorbar(mappable, ax=list(axes[1:]), fraction=0.02, pad=0.01, label="salience (sigmoid)")
-    return _save(fig, output, dpi, tight=True)
-
-
-def save_relation_weights_plot(
-    table: Sequence[Sequence[float]],
-    output: str,
-    scopes: Sequence[str] = ("local", "medium", "global"),
-    unused_rows: Sequence[int] = (0,),
-    title: str | None = None,
-    dpi: int = 110,
-) -> str:
-    """Writes LP-DETR's mixing weights Lambda per decoder layer as grouped bars (the paper's Figure 3).
-
-    Args:
-        table: ``[L, S]`` weights, one row per decoder layer, one column per scope.
-        output: path of the PNG.
-        scopes: name of each column.
-        unused_rows: rows the model does not use (layer 0 has no relation bias); hatched and labelled.
-        title: the axes' title.
-    """
-    weights = np.asarray(table, dtype=float)
-    if weights.ndim != 2 or weights.shape[1] != len(scopes):
-        raise ValueError(f"expected a [num_layers, {len(scopes)}] table, got shape {weights.shape}")
-    num_layers, num_scopes = weights.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * num_layers + 1.5), 3.4))
-    width = 0.8 / num_scopes
-    x = np.arange(num_layers)
-    unused = set(int(r) for r in unused_rows)
-    for j, scope in enumerate(scopes):
-        bars = ax.bar(x + (j - (num_scopes - 1) / 2) * width, weights[:, j], width, label=scope, color=class_color(j))
-        for i, bar in enumerate(bars):
-            if i in unused:
-                bar.set_alpha(0.35)
-                bar.set_hatch("//")
-    ax.set_xticks(x, [f"{i}" + (" (unused)" if i in unused else "") for i in range(num_layers)], fontsize=8)
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel("weight $\\lambda$")
-    ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.grid(axis="y", alpha=0.3)
-    handles = [Patch(facecolor=class_color(j), label=scope) for j, scope in enumerate(scopes)]
-    if unused:
-        handles.append(Patch(facecolor="lightgray", hatch="//", label="unused by the model"))
-    top = float(np.nanmax(weights)) if weights.size else 1.0
-    ax.set_ylim(min(0.0, float(np.nanmin(weights)) * 1.1), max(top, 1e-6) * 1.35)
-    ax.legend(handles=handles, fontsize=7, ncol=len(handles), loc="upper center")
-    ax.set_title(title or "LP-DETR relation weights per decoder layer", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, output, dpi)
 
 
 def load_metrics(path: str) -> list[dict]:
@@ -377,4 +279,4 @@ def save_metrics_plot(rows: Sequence[dict], output: str, title: str | None = Non
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, output, dpi)
+    return save_figure(fig, output, dpi)

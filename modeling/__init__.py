@@ -1,1 +1,1 @@
-"""Modeling pieces shared by every detector of the project: image batching, and later backbones, DETR layers."""
+"""Modeling pieces shared by every detector: backbones, necks, DETR layers, matcher, criterion, meta-architectures."""

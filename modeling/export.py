@@ -15,14 +15,23 @@ that ``torch.onnx.export`` can trace it (``scripts/export_onnx.py``):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modeling.box_ops import box_cxcywh_to_xyxy
+from modeling.postprocess import topk_detections
 from modeling.preprocess import ImageBatch
 
-__all__ = ["ExportableDetector", "OUTPUT_NAMES", "RAW_OUTPUT_NAMES", "has_size_dependent_token_budget"]
+__all__ = [
+    "ExportableDetector",
+    "OUTPUT_NAMES",
+    "RAW_OUTPUT_NAMES",
+    "has_size_dependent_token_budget",
+    "static_token_budget",
+]
 
 OUTPUT_NAMES = ("scores", "labels", "boxes")
 RAW_OUTPUT_NAMES = ("pred_logits", "pred_boxes")
@@ -35,7 +44,8 @@ class ExportableDetector(nn.Module):
     feature map, token count and ``topk`` inside the transformer has a static size while the image's own size
     only enters through the padding mask: one graph serves every image up to the canvas size, and its outputs
     equal the eager model's on a batch padded to the canvas (what batched evaluation does), up to float noise and
-    the Salience tie described in ``projects/salience_detr/modeling/export.py``.
+    the Salience tie described in ``projects/salience_detr/modeling/token_filter.py``. Modules whose token count
+    depends on the image size run with their ``static_budget`` flag set (:func:`static_token_budget`).
 
     Args:
         model: the detector; its ``pixel_mean``/``pixel_std`` buffers, ``size_divisibility``, ``num_detections``
@@ -69,39 +79,45 @@ class ExportableDetector(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         """``(scores, labels, boxes[, pred_logits, pred_boxes])``; see the module docstring."""
-        return self._detect(image, static_budget=True)
+        with static_token_budget(self.model):
+            return self._detect(image)
 
     @torch.no_grad()
     def reference(self, image: Tensor) -> tuple[Tensor, ...]:
-        """The same outputs from the unmodified eager model (for checking the export)."""
-        return self._detect(image, static_budget=False)
+        """The same outputs from the eager model with its dynamic token budget (for checking the export)."""
+        return self._detect(image)
 
-    def _detect(self, image: Tensor, static_budget: bool) -> tuple[Tensor, ...]:
+    def _detect(self, image: Tensor) -> tuple[Tensor, ...]:
         batch, size = self.preprocess(image)
-        transformer = self.model.transformer
-        if static_budget and has_size_dependent_token_budget(self.model):
-            transformer.encode = transformer.encode_for_export
-        try:
-            output = self.model.run(batch)
-        finally:
-            transformer.__dict__.pop("encode", None)
+        output = self.model.run(batch)
         logits, boxes = output.dec_logits[-1], output.dec_boxes[-1]
-        num_classes = logits.shape[-1]
-        k = min(int(self.model.num_detections), logits.shape[1] * num_classes)
-        scores, index = logits.sigmoid().flatten(1).topk(k, dim=1)
-        query = torch.div(index, num_classes, rounding_mode="floor")
-        labels = index - query * num_classes
-        corners = box_cxcywh_to_xyxy(boxes).gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
         # boxes are normalised over the image (valid ratios), as in ``TwoStageDETR.inference``
-        scale = size.flip(0).repeat(2).to(corners.dtype)  # (w, h, w, h)
-        detections = (scores, labels, corners * scale)
+        detection = topk_detections(logits, boxes, size[None], int(self.model.num_detections))[0]
+        detections = tuple(detection[key][None] for key in OUTPUT_NAMES)
         if self.raw_outputs:
             return detections + (logits, boxes)
         return detections
 
 
+def _budget_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "static_budget")]
+
+
 def has_size_dependent_token_budget(model: nn.Module) -> bool:
-    """Whether ``model.transformer`` keeps an image-size-dependent number of tokens and therefore provides an
-    ``encode_for_export(tokens)`` that computes the same with the canvas's static budget and masks (Salience DETR:
-    ``projects/salience_detr/modeling/export.py``)."""
-    return callable(getattr(getattr(model, "transformer", None), "encode_for_export", None))
+    """Whether the model keeps an image-size-dependent number of tokens (a module with a ``static_budget`` flag,
+    e.g. Salience DETR's filtered encoder), which the export computes with the canvas's static budget."""
+    return bool(_budget_modules(model))
+
+
+@contextlib.contextmanager
+def static_token_budget(model: nn.Module) -> Iterator[None]:
+    """Within the ``with`` block, every module of ``model`` with a ``static_budget`` flag has it set."""
+    modules = _budget_modules(model)
+    previous = [m.static_budget for m in modules]
+    for module in modules:
+        module.static_budget = True
+    try:
+        yield
+    finally:
+        for module, value in zip(modules, previous):
+            module.static_budget = value

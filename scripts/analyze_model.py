@@ -25,7 +25,9 @@ Tasks:
     ``B * Q * M * D * L * P * (4 + 1)`` FLOPs: 4 multiply-adds for the bilinear interpolation of each sampled
     value and channel (its four neighbours), plus 1 multiply-add to weight it and add it to the sum over
     ``L * P``. The deformable-aware total thus exceeds the fvcore total by exactly ``B * Q * M * D * L * P``
-    per deformable-attention call (the skipped weighted sum). See :func:`ms_deform_attn_flops`.
+    per deformable-attention call (the skipped weighted sum). The model runs with the ``"pytorch_single_op"``
+    sampling backend for this count (the same computation, traced as one op; ``modeling.layers.ms_deform_attn``),
+    whose handle applies ``ms_deform_attn_flops``.
 
   The ops fvcore skipped (plain count) are listed with their occurrence counts.
 * ``parameter``: parameters per module (fvcore ``parameter_count``); total = ``sum(p.numel())``.
@@ -56,7 +58,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,13 +68,11 @@ from fvcore.nn import FlopCountAnalysis, parameter_count  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch import nn  # noqa: E402
 
-import modeling.layers.ms_deform_attn as ms_deform_attn_module  # noqa: E402
 from core.device import resolve_device  # noqa: E402
 from core.lazy import LazyConfig, instantiate  # noqa: E402
+from modeling.layers import SINGLE_OP_NAME, ms_deform_attn_flops, set_sampling_backend  # noqa: E402
 
 __all__ = [
-    "BILINEAR_FLOPS",
-    "WEIGHTED_SUM_FLOPS",
     "analyze",
     "build_model",
     "count_flops",
@@ -86,11 +86,6 @@ __all__ = [
 ]
 
 TASKS = ("flop", "parameter", "speed", "memory")
-BILINEAR_FLOPS = 4
-"""FLOPs (multiply-adds) of one bilinear interpolation of one sampled value and channel."""
-WEIGHTED_SUM_FLOPS = 1
-"""FLOPs of weighting one sampled value and channel and adding it to the sum over levels and points."""
-_SAMPLING_OP = "prim::PythonOp._CountedDeformableSampling"
 
 
 # ---------------------------------------------------------------------------
@@ -129,54 +124,18 @@ class _ImageToDetections(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def ms_deform_attn_flops(value_shape: Sequence[int], locations_shape: Sequence[int]) -> int:
-    """FLOPs of one ``ms_deform_attn_sampling`` call under this script's rule (module docstring).
+def _sampling_handle(calls: list[int]):
+    """An fvcore handle of the single-op sampling backend that also records each call's FLOPs in ``calls``."""
 
-    Args:
-        value_shape: ``[B, S, M, D]``.
-        locations_shape: ``[B, Q, M, L, P, 2]``.
-    """
-    batch, num_queries, num_heads, num_levels, num_points = locations_shape[:5]
-    head_dim = value_shape[-1]
-    samples = batch * num_queries * num_heads * head_dim * num_levels * num_points
-    return int(samples * (BILINEAR_FLOPS + WEIGHTED_SUM_FLOPS))
+    def handle(inputs: list, outputs: list) -> int:
+        del outputs
+        shapes = [get_shape(value) for value in inputs]
+        value = next(shape for shape in shapes if shape is not None and len(shape) == 4)
+        locations = next(shape for shape in shapes if shape is not None and len(shape) == 6)
+        calls.append(ms_deform_attn_flops(value, locations))
+        return calls[-1]
 
-
-def _sampling_handle(inputs: list, outputs: list) -> int:
-    del outputs
-    return ms_deform_attn_flops(get_shape(inputs[0]), get_shape(inputs[1]))
-
-
-class _CountedDeformableSampling(torch.autograd.Function):
-    """Wraps the sampling so that the trace shows it as one op (``prim::PythonOp``) for the handle."""
-
-    @staticmethod
-    def forward(ctx, value, sampling_locations, attention_weights, shapes):  # noqa: D102
-        del ctx
-        return _ORIGINAL_SAMPLING(value, shapes, None, sampling_locations, attention_weights)
-
-
-_ORIGINAL_SAMPLING = ms_deform_attn_module.ms_deform_attn_sampling
-_CALLS: list[int] = []
-
-
-def _counted_sampling(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    del level_start_index
-    if isinstance(spatial_shapes, torch.Tensor):
-        spatial_shapes = spatial_shapes.tolist()
-    shapes = tuple((int(h), int(w)) for h, w in spatial_shapes)
-    _CALLS.append(ms_deform_attn_flops([int(n) for n in value.shape], [int(n) for n in sampling_locations.shape]))
-    return _CountedDeformableSampling.apply(value, sampling_locations, attention_weights, shapes)
-
-
-@contextlib.contextmanager
-def _deformable_sampling_as_one_op() -> Iterator[None]:
-    """Routes ``MultiScaleDeformableAttention`` through :class:`_CountedDeformableSampling` while active."""
-    ms_deform_attn_module.ms_deform_attn_sampling = _counted_sampling
-    try:
-        yield
-    finally:
-        ms_deform_attn_module.ms_deform_attn_sampling = _ORIGINAL_SAMPLING
+    return handle
 
 
 def _module_rows(by_module: dict[str, int], model: nn.Module, prefix: str, max_depth: int = 2) -> dict[str, int]:
@@ -190,10 +149,11 @@ def _module_rows(by_module: dict[str, int], model: nn.Module, prefix: str, max_d
     return rows
 
 
-def _flop_analysis(module: nn.Module, inputs: tuple) -> FlopCountAnalysis:
+def _flop_analysis(module: nn.Module, inputs: tuple, calls: list[int] | None = None) -> FlopCountAnalysis:
     analysis = FlopCountAnalysis(module, inputs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    analysis.set_op_handle(_SAMPLING_OP, _sampling_handle)
+    if calls is not None:
+        analysis.set_op_handle(SINGLE_OP_NAME, _sampling_handle(calls))
     return analysis
 
 
@@ -204,14 +164,13 @@ def flop_analyses(module: nn.Module, inputs: tuple) -> tuple[FlopCountAnalysis, 
         ``(plain, aware, sampling_flops)``: the two analyses and the handle's FLOPs of every deformable sampling
         call, in call order.
     """
+    calls: list[int] = []
     with torch.no_grad():
         plain = _flop_analysis(module, inputs)
         plain.total()
-        with _deformable_sampling_as_one_op():
-            _CALLS.clear()
-            aware = _flop_analysis(module, inputs)
+        with set_sampling_backend(module, "pytorch_single_op"):
+            aware = _flop_analysis(module, inputs, calls)
             aware.total()
-            calls = list(_CALLS)
     return plain, aware, calls
 
 

@@ -86,11 +86,11 @@ _BACKBONE_AND_TWO_STAGE_RULES: list[Rule] = [
 _SALIENCE_RULES: list[Rule] = [
     *_BACKBONE_AND_TWO_STAGE_RULES,
     # salience prediction and hierarchical filtering
-    Rule(r"^transformer\.alpha$", "transformer.salience.alpha"),
-    Rule(r"^transformer\.enc_mask_predictor\.layer1\.0\.", "transformer.salience.predictor.norm."),
-    Rule(r"^transformer\.enc_mask_predictor\.layer1\.1\.", "transformer.salience.predictor.proj."),
-    Rule(r"^transformer\.enc_mask_predictor\.layer2\.", "transformer.salience.predictor.mlp."),
-    Rule(r"^transformer\.(level|layer)_filter_ratio$", r"transformer.token_filter.\1_filter_ratio"),
+    Rule(r"^transformer\.alpha$", "transformer.encoder.salience.alpha"),
+    Rule(r"^transformer\.enc_mask_predictor\.layer1\.0\.", "transformer.encoder.salience.predictor.norm."),
+    Rule(r"^transformer\.enc_mask_predictor\.layer1\.1\.", "transformer.encoder.salience.predictor.proj."),
+    Rule(r"^transformer\.enc_mask_predictor\.layer2\.", "transformer.encoder.salience.predictor.mlp."),
+    Rule(r"^transformer\.(level|layer)_filter_ratio$", r"transformer.encoder.token_filter.\1_filter_ratio"),
     # filtered encoder layers
     *_layer_rules(
         "transformer.encoder.layers",
@@ -165,7 +165,9 @@ _DECODER_LAYER_RENAMES = {
 }
 _RELATION_RULES: list[Rule] = [
     *_BACKBONE_AND_TWO_STAGE_RULES,
-    Rule(r"^transformer\.hybrid_bbox_head\.", "transformer.hybrid_box_head."),
+    Rule(r"^transformer\.hybrid_tgt_embed\.", "transformer.branches.hybrid.tgt_embed."),
+    Rule(r"^transformer\.hybrid_class_head\.", "transformer.branches.hybrid.class_head."),
+    Rule(r"^transformer\.hybrid_bbox_head\.", "transformer.branches.hybrid.box_head."),
     Rule(r"^transformer\.encoder\.memory_fusion\.", "transformer.encoder.layer_fusion."),
     *_layer_rules(
         "transformer.encoder.layers",
@@ -183,8 +185,6 @@ IDENTITY_PREFIXES["relation_detr"] = (
     "neck.convs.",
     "transformer.level_embeds",
     "transformer.tgt_embed.",
-    "transformer.hybrid_tgt_embed.",
-    "transformer.hybrid_class_head.",
     "transformer.encoder.layers.",
     "transformer.decoder.layers.",
     "transformer.decoder.ref_point_head.",

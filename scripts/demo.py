@@ -20,7 +20,6 @@ Config overrides (``key=value``) go last, after ``--`` when they follow ``--inpu
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -34,74 +33,23 @@ if ROOT not in sys.path:
 from tqdm import tqdm  # noqa: E402
 
 from data.mapper import read_image  # noqa: E402
+from engine.inputs import add_inference_arguments, collect_inputs, output_name  # noqa: E402
 from engine.predictor import DefaultPredictor, Detections  # noqa: E402
 from evaluation.visualizer import save_detection_grid  # noqa: E402
 
 logger = logging.getLogger("demo")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-__all__ = ["collect_inputs", "main", "output_name", "parse_args", "save_detections_png"]
+__all__ = ["main", "parse_args", "save_detections_png"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help="LazyConfig (.py or the training run's config.yaml)")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth) of the config's model")
-    parser.add_argument("--input", required=True, nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--output", required=True, help="folder for the PNGs and results.json")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="(default: %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
+    add_inference_arguments(
+        parser, "LazyConfig (.py or the training run's config.yaml)", "folder for the PNGs and results.json"
+    )
     parser.add_argument("--class-names", nargs="+", help="class names, replacing those of the checkpoint/dataset")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: skip it)")
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides key=value (after `--` when they follow --input)",
-    )
     return parser.parse_args(argv)
-
-
-def collect_inputs(patterns: Sequence[str]) -> list[str]:
-    """Image paths of files, folders (their image files, sorted) and glob patterns, without duplicates.
-
-    Raises:
-        FileNotFoundError: a file does not exist, a folder has no image, or a glob matches nothing.
-    """
-    paths: list[str] = []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            found = sorted(
-                os.path.join(pattern, f)
-                for f in os.listdir(pattern)
-                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(pattern, f))
-            )
-            if not found:
-                raise FileNotFoundError(f"folder {pattern} has no image file (extensions {IMAGE_EXTENSIONS})")
-        elif glob.has_magic(pattern):
-            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-            if not found:
-                raise FileNotFoundError(f"glob pattern {pattern!r} matches no file")
-        elif os.path.isfile(pattern):
-            found = [pattern]
-        elif "=" in pattern:
-            raise FileNotFoundError(
-                f"input not found: {pattern} (a config override? after --input, put overrides after a `--`)"
-            )
-        else:
-            raise FileNotFoundError(f"input not found: {pattern}")
-        paths.extend(found)
-    return list(dict.fromkeys(paths))
-
-
-def output_name(path: str, used: set[str]) -> str:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    name, index = f"{stem}.png", 1
-    while name in used:
-        name, index = f"{stem}_{index}.png", index + 1
-    used.add(name)
-    return name
 
 
 def save_detections_png(image, detections: Detections, class_names: Sequence[str], png: str, title: str) -> str:

@@ -1,3 +1,5 @@
+"""The DETR recipes' step schedule, milestones in epochs; each config calls it with its own length and decay."""
+
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from core.lazy import LazyCall as L
@@ -21,10 +23,3 @@ def multistep_schedule(epochs, decay_epochs, warmup_iters=0, gamma=0.1):
         warmup_iters=warmup_iters,
         warmup_factor=0.001,
     )
-
-
-# The DETR-family recipes: lr x0.1 late in training, linear warmup.
-lr_multiplier_12ep = multistep_schedule(12, 11)
-lr_multiplier_24ep = multistep_schedule(24, 20)
-lr_multiplier_36ep = multistep_schedule(36, 30)
-lr_multiplier_50ep = multistep_schedule(50, 40)

@@ -1,14 +1,27 @@
 """DETR building blocks shared by every detector: deformable attention, position embeddings, MLP."""
 
 from .mlp import MLP
-from .ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn_sampling
+from .ms_deform_attn import (
+    SAMPLING_BACKENDS,
+    SINGLE_OP_NAME,
+    MultiScaleDeformableAttention,
+    ms_deform_attn_flops,
+    ms_deform_attn_sampling,
+    register_sampling_backend,
+    set_sampling_backend,
+)
 from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed, sine_frequencies
 
 __all__ = [
+    "SAMPLING_BACKENDS",
+    "SINGLE_OP_NAME",
     "MLP",
     "MultiScaleDeformableAttention",
     "PositionEmbeddingSine",
     "get_sine_pos_embed",
+    "ms_deform_attn_flops",
     "ms_deform_attn_sampling",
+    "register_sampling_backend",
+    "set_sampling_backend",
     "sine_frequencies",
 ]

@@ -4,7 +4,12 @@ Every query attends to ``num_points`` sampled locations per head and per feature
 reference point (or box) plus offsets predicted from the query; the values there are read by bilinear
 interpolation and mixed with softmax weights, also predicted from the query.
 
-All sampling goes through :func:`ms_deform_attn_sampling`, so a faster kernel can replace it in one place.
+The sampling itself is a *backend* chosen per module (``MultiScaleDeformableAttention(backend=...)``, or
+:func:`set_sampling_backend` on a built model): a function with the signature of :func:`ms_deform_attn_sampling`
+registered in :data:`SAMPLING_BACKENDS` with :func:`register_sampling_backend`. ``"pytorch"`` (the default) is the
+reference (``grid_sample`` per level); ``"pytorch_single_op"`` computes the same, seen by tracers as one op so that
+FLOP counters can count the sampling by formula (:func:`ms_deform_attn_flops`). Faster kernels register here and
+are tested against ``"pytorch"``.
 
 Conventions:
 
@@ -17,14 +22,23 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiScaleDeformableAttention", "ms_deform_attn_sampling"]
+__all__ = [
+    "SAMPLING_BACKENDS",
+    "SINGLE_OP_NAME",
+    "MultiScaleDeformableAttention",
+    "ms_deform_attn_flops",
+    "ms_deform_attn_sampling",
+    "register_sampling_backend",
+    "set_sampling_backend",
+]
 
 SpatialShapes = Tensor | Sequence[Sequence[int]]
 
@@ -84,6 +98,76 @@ def ms_deform_attn_sampling(
     return output.transpose(1, 2).contiguous()
 
 
+def ms_deform_attn_flops(value_shape: Sequence[int], locations_shape: Sequence[int]) -> int:
+    """FLOPs of one sampling call: 5 per sampled value and channel (4 for the bilinear interpolation, 1 for the
+    weighted sum over points and levels).
+
+    Args:
+        value_shape: ``(B, S, M, D)``.
+        locations_shape: ``(B, Q, M, L, P, 2)``.
+    """
+    batch, _, heads, head_dim = value_shape
+    _, queries, _, levels, points, _ = locations_shape
+    return 5 * batch * queries * heads * head_dim * levels * points
+
+
+class MSDeformAttnSampling(torch.autograd.Function):
+    """The reference sampling as one autograd node: a trace shows it as ``prim::PythonOp.MSDeformAttnSampling``."""
+
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        del ctx
+        return ms_deform_attn_sampling(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # pragma: no cover - a counting backend, not for training
+        raise NotImplementedError("the 'pytorch_single_op' sampling backend is for inference (FLOP counting) only")
+
+
+#: the op name under which traces show the ``"pytorch_single_op"`` backend (for FLOP-counter handles)
+SINGLE_OP_NAME = "prim::PythonOp.MSDeformAttnSampling"
+
+#: sampling backends by name: functions with the signature of :func:`ms_deform_attn_sampling`
+SAMPLING_BACKENDS: dict[str, Callable[..., Tensor]] = {
+    "pytorch": ms_deform_attn_sampling,
+    "pytorch_single_op": MSDeformAttnSampling.apply,
+}
+
+
+def register_sampling_backend(name: str, function: Callable[..., Tensor]) -> None:
+    """Makes ``function`` (the signature of :func:`ms_deform_attn_sampling`) selectable as ``backend=name``."""
+    if name in SAMPLING_BACKENDS and SAMPLING_BACKENDS[name] is not function:
+        raise ValueError(f"sampling backend {name!r} is already registered")
+    SAMPLING_BACKENDS[name] = function
+
+
+def _check_backend(name: str) -> str:
+    if name not in SAMPLING_BACKENDS:
+        raise ValueError(
+            f"unknown deformable-attention sampling backend {name!r}; registered: {sorted(SAMPLING_BACKENDS)}"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def set_sampling_backend(model: nn.Module, name: str) -> Iterator[int]:
+    """Within the ``with`` block, every :class:`MultiScaleDeformableAttention` of ``model`` uses backend ``name``.
+
+    Yields:
+        the number of modules switched. Their own backends are restored on exit.
+    """
+    _check_backend(name)
+    modules = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    previous = [m.backend for m in modules]
+    for module in modules:
+        module.backend = name
+    try:
+        yield len(modules)
+    finally:
+        for module, backend in zip(modules, previous):
+            module.backend = backend
+
+
 class MultiScaleDeformableAttention(nn.Module):
     """Multi-scale deformable attention with value/output projections.
 
@@ -97,12 +181,21 @@ class MultiScaleDeformableAttention(nn.Module):
         num_heads: attention heads; ``embed_dim`` must be divisible by it.
         num_levels: feature levels of the value.
         num_points: sampling points per head and level.
+        backend: the sampling kernel, a name of :data:`SAMPLING_BACKENDS` (``"pytorch"``: the reference).
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        backend: str = "pytorch",
+    ):
         super().__init__()
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.backend = _check_backend(backend)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_levels = num_levels
@@ -112,6 +205,12 @@ class MultiScaleDeformableAttention(nn.Module):
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_levels={self.num_levels}, "
+            f"num_points={self.num_points}, backend={self.backend!r}"
+        )
 
     def reset_parameters(self) -> None:
         """Zero offset weights with a bias fanning the points out per head; uniform attention; xavier projections.
@@ -167,7 +266,7 @@ class MultiScaleDeformableAttention(nn.Module):
         locations = self._sampling_locations(query, reference_points, spatial_shapes)
         weights = self.attention_weights(query).view(batch, num_queries, self.num_heads, -1).softmax(-1)
         weights = weights.view(batch, num_queries, self.num_heads, self.num_levels, self.num_points)
-        output = ms_deform_attn_sampling(value, spatial_shapes, level_start_index, locations, weights)
+        output = SAMPLING_BACKENDS[self.backend](value, spatial_shapes, level_start_index, locations, weights)
         return self.output_proj(output.to(value.dtype))
 
     def _sampling_locations(self, query: Tensor, reference_points: Tensor, spatial_shapes: SpatialShapes) -> Tensor:

@@ -3,12 +3,13 @@
 ``forward(batched_inputs)`` follows the project's model contract (see ``DESIGN.md``): in training it returns the
 weighted losses, in inference one ``{boxes, scores, labels}`` dict per image in original-image pixels.
 :meth:`TwoStageDETR.predict` returns the raw predictions (every decoder layer, the selected two-stage proposals
-and a variant's extras such as salience maps), for analysis and parity tests.
+and the encoder's token scores such as Salience DETR's salience maps), for analysis and parity tests. Variants
+add losses as components (``extra_losses``), not by subclassing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -49,6 +50,9 @@ class TwoStageDETR(nn.Module):
         criterion: a ``DetrCriterion``; its ``weight_dict`` weighs every loss the model returns.
         num_classes: classes ``C``.
         denoising: optional ``ContrastiveDenoising``; used in training only.
+        extra_losses: losses a variant adds, by name: modules ``loss(output, targets, batch, model)`` returning
+            unweighted losses (Salience DETR's salience supervision, Relation DETR's one-to-many hybrid matching),
+            weighted by the criterion's weight dict like the others. A ``None`` entry is dropped (ablations).
         pixel_mean: RGB mean in [0, 1] units.
         pixel_std: RGB std in [0, 1] units.
         size_divisibility: pad the batch to a multiple of this.
@@ -65,6 +69,7 @@ class TwoStageDETR(nn.Module):
         criterion: nn.Module,
         num_classes: int,
         denoising: nn.Module | None = None,
+        extra_losses: Mapping[str, nn.Module | None] | None = None,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
         size_divisibility: int = 32,
@@ -78,6 +83,7 @@ class TwoStageDETR(nn.Module):
         self.transformer = transformer
         self.criterion = criterion
         self.denoising = denoising
+        self.extra_losses = nn.ModuleDict({k: v for k, v in (extra_losses or {}).items() if v is not None})
         self.num_classes = num_classes
         self.size_divisibility = size_divisibility
         self.aux_loss = aux_loss
@@ -119,7 +125,7 @@ class TwoStageDETR(nn.Module):
         return self.transformer(feats, level_masks, pos_embeds, denoising)
 
     def predict(self, batched_inputs: Sequence[dict[str, Any]]) -> TransformerOutput:
-        """Raw predictions of a batch (no denoising): every decoder layer, selected proposals, extras."""
+        """Raw predictions of a batch (no denoising): every decoder layer, selected proposals, token scores."""
         return self.run(self.preprocess(batched_inputs))
 
     def inference(self, batched_inputs: Sequence[dict[str, Any]]) -> list[dict[str, Tensor]]:
@@ -137,7 +143,12 @@ class TwoStageDETR(nn.Module):
         output = self.run(batch, denoising)
         outputs = self.criterion_inputs(output, denoising)
         losses = self.criterion(outputs, targets)
-        losses.update(self.auxiliary_losses(output, targets, batch))
+        for name, extra in self.extra_losses.items():
+            added = extra(output, targets, batch, self)
+            clash = sorted(set(added) & set(losses))
+            if clash:
+                raise ValueError(f"extra_losses[{name!r}] returns losses {clash} that another loss already returned")
+            losses.update(added)
         return self.criterion.weighted(losses)
 
     def criterion_inputs(self, output: TransformerOutput, denoising: Any | None) -> dict[str, Any]:
@@ -153,13 +164,6 @@ class TwoStageDETR(nn.Module):
             ]
         outputs["enc_outputs"] = {"pred_logits": output.enc_logits, "pred_boxes": output.enc_boxes}
         return outputs
-
-    def auxiliary_losses(
-        self, output: TransformerOutput, targets: Sequence[dict[str, Tensor]], batch: ImageBatch
-    ) -> dict[str, Tensor]:
-        """Unweighted losses a variant adds (Salience DETR: ``loss_salience``); none here."""
-        del output, targets, batch
-        return {}
 
 
 def _original_size(record: dict[str, Any]) -> tuple[int, int]:

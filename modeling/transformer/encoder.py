@@ -6,9 +6,6 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from modeling.layers import MultiScaleDeformableAttention
-
-from .ffn import FFN
 from .heads import clone_modules
 from .multi_level import MultiLevelTokens, encoder_reference_points
 
@@ -19,33 +16,19 @@ class DeformableEncoderLayer(nn.Module):
     """Deformable self-attention then FFN, each with a residual and a post-LayerNorm.
 
     Args:
-        embed_dim: token channels ``E``.
-        num_heads: attention heads.
-        d_ffn: hidden channels of the FFN.
-        num_levels: feature levels ``L``.
-        num_points: sampling points per head and level.
-        dropout: dropout on the residual branches.
-        activation: FFN activation (``relu``, ``gelu``, ``silu``).
+        self_attn: module with the call of ``MultiScaleDeformableAttention`` and an ``embed_dim`` (the tokens
+            attend to sampled points of every level).
+        ffn: module ``[B, N, E] -> [B, N, E]`` that adds its own residual and norm (e.g. ``FFN``).
+        dropout: dropout on the attention's residual branch.
     """
 
-    def __init__(
-        self,
-        embed_dim: int = 256,
-        num_heads: int = 8,
-        d_ffn: int = 1024,
-        num_levels: int = 4,
-        num_points: int = 4,
-        dropout: float = 0.0,
-        activation: str = "relu",
-    ):
+    def __init__(self, self_attn: nn.Module, ffn: nn.Module, dropout: float = 0.0):
         super().__init__()
-        self.embed_dim = embed_dim
-        self.self_attn = MultiScaleDeformableAttention(
-            embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points
-        )
+        self.embed_dim = self_attn.embed_dim
+        self.self_attn = self_attn
         self.self_attn_dropout = nn.Dropout(dropout)
-        self.self_attn_norm = nn.LayerNorm(embed_dim)
-        self.ffn = FFN(embed_dim, d_ffn, dropout, activation)
+        self.self_attn_norm = nn.LayerNorm(self.embed_dim)
+        self.ffn = ffn
 
     def forward(
         self,
@@ -112,15 +95,17 @@ class DeformableEncoder(nn.Module):
             )
             yield output
 
-    def forward(self, tokens: MultiLevelTokens) -> Tensor:
+    def forward(self, tokens: MultiLevelTokens, two_stage: nn.Module | None = None) -> Tensor:
         """Encodes all tokens.
 
         Args:
             tokens: flattened multi-level inputs.
+            two_stage: the calling two-stage transformer (unused here; filtered encoders use its heads).
 
         Returns:
             ``[B, S, E]`` memory: the output of the last layer.
         """
+        del two_stage
         output = tokens.feats
         for output in self.layer_outputs(tokens):  # noqa: B007 (the last output is the memory)
             pass

@@ -6,7 +6,18 @@ from torch import Tensor, nn
 
 from .multi_level import MultiLevelTokens
 
-__all__ = ["TopKQuerySelector"]
+__all__ = ["TopKQuerySelector", "gather_proposals", "topk_proposal_index"]
+
+
+def topk_proposal_index(class_logits: Tensor, k: int) -> Tensor:
+    """Indices ``[B, min(k, S)]`` of the tokens with the highest best-class logit ``[B, S, C]``, best first."""
+    return class_logits.max(-1)[0].topk(min(k, class_logits.shape[1]), dim=1)[1]
+
+
+def gather_proposals(logits: Tensor, boxes: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """The selected proposals: ``logits [B, S, C]`` and ``boxes [B, S, 4]`` at ``index [B, K]``."""
+    index = index.unsqueeze(-1)
+    return logits.gather(1, index.expand(-1, -1, logits.shape[-1])), boxes.gather(1, index.expand(-1, -1, 4))
 
 
 class TopKQuerySelector(nn.Module):
@@ -26,5 +37,4 @@ class TopKQuerySelector(nn.Module):
     def forward(self, class_logits: Tensor, tokens: MultiLevelTokens) -> Tensor:
         """Indices ``[B, min(Q, S)]`` of the selected tokens, best first."""
         del tokens
-        k = min(self.num_queries, class_logits.shape[1])
-        return class_logits.max(-1)[0].topk(k, dim=1)[1]
+        return topk_proposal_index(class_logits, self.num_queries)

@@ -94,7 +94,11 @@ def test_focalnet_model_uses_four_stages_and_five_levels(official_keys):
     }
     assert list(model.backbone.out_indices) == [0, 1, 2, 3] and model.backbone.freeze_at == 0
     assert model.transformer.num_feature_levels == 5
-    assert model.transformer.encoder.layer.num_levels == model.transformer.decoder.layer.num_levels == 5
+    assert (
+        model.transformer.encoder.layer.self_attn.num_levels
+        == model.transformer.decoder.layer.cross_attn.num_levels
+        == 5
+    )
     assert model.denoising.denoising_nums == 1000
     with torch.device("meta"):
         backbone = instantiate(model.backbone)

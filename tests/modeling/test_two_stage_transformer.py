@@ -7,16 +7,18 @@ import torch
 
 from modeling.criterion import DetrCriterion, build_weight_dict
 from modeling.denoising import ContrastiveDenoising
-from modeling.layers import PositionEmbeddingSine
+from modeling.layers import MultiScaleDeformableAttention, PositionEmbeddingSine
 from modeling.matcher import HungarianMatcher
 from modeling.meta_arch import TwoStageDETR
 from modeling.postprocess import topk_detections
 from modeling.transformer import (
+    FFN,
     DeformableDecoder,
     DeformableDecoderLayer,
     DeformableEncoder,
     DeformableEncoderLayer,
     ProposalGenerator,
+    QuerySelfAttention,
     TopKQuerySelector,
     TwoStageTransformer,
     encoder_reference_points,
@@ -95,9 +97,14 @@ def _tokens(batch=2):
     return transformer, transformer.flatten_inputs(feats, masks, pos)
 
 
+def _deformable():
+    return MultiScaleDeformableAttention(32, 4, num_levels=2, num_points=2)
+
+
 def _transformer(num_queries=10):
-    encoder = DeformableEncoder(DeformableEncoderLayer(32, 4, 64, num_levels=2, num_points=2), num_layers=2)
-    decoder = DeformableDecoder(DeformableDecoderLayer(32, 4, 64, num_levels=2, num_points=2), 2, num_classes=3)
+    encoder = DeformableEncoder(DeformableEncoderLayer(_deformable(), FFN(32, 64)), num_layers=2)
+    layer = DeformableDecoderLayer(QuerySelfAttention(32, 4), _deformable(), FFN(32, 64))
+    decoder = DeformableDecoder(layer, 2, num_classes=3)
     return TwoStageTransformer(
         encoder, decoder, num_classes=3, embed_dim=32, num_feature_levels=2, num_queries=num_queries
     )
@@ -126,7 +133,7 @@ def test_topk_selector_and_transformer_forward():
     feats = [torch.randn(2, 32, h, w) for h, w in SHAPES]
     output = transformer(feats, tokens.level_masks, [torch.zeros_like(f) for f in feats])
     assert output.dec_logits.shape == (2, 2, 10, 3) and output.enc_boxes.shape == (2, 10, 4)
-    assert output.extras == {}
+    assert output.token_scores is None and output.branches == {}
 
 
 def test_topk_detections_orders_query_class_pairs():

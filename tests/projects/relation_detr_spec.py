@@ -2,74 +2,31 @@
 
 import os
 
-from core.lazy import LazyConfig
+from tests.projects import spec_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(ROOT, "projects", "lp_detr", "configs")
 MODEL_CONFIG = os.path.join(CONFIG_DIR, "models", "relation_detr_r50.py")
-RESNET_STAGE_CHANNELS = {
-    "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
-    "resnet50": {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048},
-}
 
 
 def r50_model_config(path: str = MODEL_CONFIG):
     """``model`` of a ResNet-50 4-scale configuration (no pretrained backbone weights)."""
-    model = LazyConfig.load(path).model
-    model.backbone.weights = None
-    return model
+    return spec_configs.r50_model_config(path)
 
 
 def model_config_from_spec(spec: dict, path: str = MODEL_CONFIG):
     """The ResNet-50 model config at ``path`` edited to the hyper-parameters of a parity ``spec.json``."""
     model = r50_model_config(path)
-    model.num_classes = spec["num_classes"]
-    model.backbone.name = spec["backbone"]
-    model.backbone.out_features = list(spec["backbone_return_layers"])
-    model.backbone.norm = "FrozenBN" if spec["backbone_frozen_bn"] else "BN"
-    model.neck.in_channels = [RESNET_STAGE_CHANNELS[spec["backbone"]][s] for s in spec["backbone_return_layers"]]
-    position = spec["position_embedding"]
-    model.position_embedding.num_pos_feats = spec["embed_dim"] // 2
-    model.position_embedding.temperature = position["temperature"]
-    model.position_embedding.normalize = position["normalize"]
-    model.position_embedding.offset = position["offset"]
-    model.pixel_mean = list(spec["pixel_mean"])
-    model.pixel_std = list(spec["pixel_std"])
-    model.num_detections = spec["postprocess_topk"]
-    model.denoising.denoising_nums = spec["denoising_nums"]
-    model.hybrid_assign = spec["hybrid_assign"]
-    _edit_transformer(model.transformer, spec)
-    _edit_matcher(model.criterion.matcher, spec["matcher"])
-    return model
-
-
-def _edit_transformer(transformer, spec: dict) -> None:
-    transformer.embed_dim = spec["embed_dim"]
-    transformer.num_feature_levels = spec["num_feature_levels"]
-    transformer.num_queries = spec["num_queries"]
-    transformer.hybrid_num_proposals = spec["hybrid_num_proposals"]
-    for layer in (transformer.encoder.layer, transformer.decoder.layer):
-        layer.embed_dim = spec["embed_dim"]
-        layer.num_heads = spec["num_heads"]
-        layer.d_ffn = spec["d_ffn"]
-        layer.num_levels = spec["num_feature_levels"]
-        layer.num_points = spec["n_points"]
-    transformer.encoder.num_layers = spec["enc_layers"]
-    transformer.decoder.num_layers = spec["dec_layers"]
-    relation = spec["relation_embedding"]
+    spec_configs.edit_shared(model, spec)
+    model.extra_losses.hybrid.assign = spec["hybrid_assign"]
+    model.transformer.branches.hybrid.num_proposals = spec["hybrid_num_proposals"]
+    relation, decoder = spec["relation_embedding"], model.transformer.decoder
     if relation["features"] != 4:
         raise ValueError(f"Relation DETR uses 4 relation features, spec has {relation['features']}")
-    transformer.decoder.relation.sine_dim = relation["sine_dim_per_feature"]
-    transformer.decoder.relation.temperature = relation["temperature"]
-    transformer.decoder.relation.scale = relation["scale"]
-
-
-def _edit_matcher(matcher, spec: dict) -> None:
-    matcher.cost_class = spec["cost_class"]
-    matcher.cost_bbox = spec["cost_bbox"]
-    matcher.cost_giou = spec["cost_giou"]
-    matcher.focal_alpha = spec["alpha"]
-    matcher.focal_gamma = spec["gamma"]
+    decoder.relation.sine_dim = relation["sine_dim_per_feature"]
+    decoder.relation.temperature = relation["temperature"]
+    decoder.relation.scale = relation["scale"]
+    return model
 
 
 def small_model_config(path: str = MODEL_CONFIG, dec_layers: int = 3):

@@ -38,7 +38,7 @@ def test_synthetic_configs_follow_the_salience_detr_one(name):
     transformer, small = cfg.model.transformer, salience.model.transformer
     assert transformer.embed_dim == small.embed_dim == 128 and transformer.num_queries == small.num_queries == 100
     assert transformer.encoder.num_layers == transformer.decoder.num_layers == 2
-    assert transformer.hybrid_num_proposals == 100
+    assert transformer.branches.hybrid.num_proposals == 100
     assert cfg.model.denoising.denoising_nums == salience.model.denoising.denoising_nums
     relation = transformer.decoder.relation
     assert relation.chunk_size is None and not relation.checkpoint

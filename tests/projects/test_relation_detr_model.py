@@ -70,7 +70,7 @@ def perturb_zero_init(model):
     parameter must receive a non-zero gradient: the box heads' last layers (their hidden layers), and the encoder's
     deformable-attention weights (without them the queries' positions, hence ``level_embeds``, do not matter)."""
     transformer = model.transformer
-    heads = [transformer.enc_box_head, transformer.hybrid_box_head, *transformer.decoder.box_heads]
+    heads = [transformer.enc_box_head, transformer.branches.hybrid.box_head, *transformer.decoder.box_heads]
     with torch.no_grad():
         for head in heads:
             head.layers[-1].weight.normal_(std=1e-3)
@@ -117,12 +117,12 @@ def test_hybrid_branch_runs_in_training_only(small_model):
     small_model.train()
     with torch.no_grad():
         output = small_model.predict(batch)
-    hybrid = output.extras["hybrid"]
+    hybrid = output.branches["hybrid"]
     num_layers = small_model.transformer.decoder.num_layers
     assert hybrid.dec_logits.shape == (num_layers, 3, 40, NUM_CLASSES) and hybrid.enc_boxes.shape == (3, 40, 4)
     small_model.eval()
     with torch.no_grad():
-        assert "hybrid" not in small_model.predict(batch).extras
+        assert "hybrid" not in small_model.predict(batch).branches
 
 
 def test_hybrid_targets_are_repeated():
@@ -170,8 +170,8 @@ def test_coco_configs_follow_the_official_recipe():
     assert cfg12.lr_multiplier.warmup_iters == 1000
     assert cfg12.train.epochs == 12 and list(cfg12.lr_multiplier.scheduler.milestones) == [10]
     model = cfg12.model
-    assert model.transformer.num_queries == 900 and model.transformer.hybrid_num_proposals == 1500
-    assert model.hybrid_assign == 6 and model.num_detections == 300
+    assert model.transformer.num_queries == 900 and model.transformer.branches.hybrid.num_proposals == 1500
+    assert model.extra_losses.hybrid.assign == 6 and model.num_detections == 300
     assert model.transformer.decoder.num_classes == model.num_classes == 80
     assert model.criterion.weight_dict.num_decoder_layers == 6
     cfg24 = LazyConfig.load(os.path.join(CONFIG_DIR, "relation_detr_r50_4scale_24ep.py"))

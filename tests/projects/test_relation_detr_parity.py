@@ -61,7 +61,7 @@ def test_single_image_intermediates_and_detections(model, case, index):
     with torch.no_grad():
         output = model.predict(inputs)
         detections = model(inputs)[0]
-    assert "hybrid" not in output.extras  # the hybrid branch is training-only
+    assert "hybrid" not in output.branches  # the hybrid branch is training-only
     assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
     assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])
     assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)

@@ -11,8 +11,8 @@ from projects.salience_detr.modeling import (
     HierarchicalTokenFilter,
     RedundancyRemovalSelector,
     RepVGGPluXNetwork,
-    SalienceEncoder,
     TopDownSalience,
+    filtered_encoder,
     unit_boxes,
 )
 from scripts.convert_checkpoint import load_official_checkpoint, main
@@ -84,7 +84,7 @@ def test_encoder_writes_back_only_focus_tokens():
     output = torch.zeros(2, 5, 3)
     query = torch.ones(2, 3, 3)
     index = torch.tensor([[4, 0, 2], [1, 3, 0]])
-    written = SalienceEncoder._write_back(output, query, index, torch.tensor([2, 3]))
+    written = filtered_encoder._write_back(output, query, index, torch.tensor([2, 3]))
     assert written[0, :, 0].tolist() == [1, 0, 0, 0, 1]
     assert written[1, :, 0].tolist() == [1, 1, 0, 1, 0]
 
@@ -126,4 +126,4 @@ def test_converter_command_line(tmp_path):
     converted = torch.load(target, weights_only=True)["model"]
     official = load_official_checkpoint(source)
     assert len(converted) == len(official) - 2  # the two aliased encoder-class-head keys are dropped
-    assert torch.equal(converted["transformer.salience.alpha"], official["transformer.alpha"].float())
+    assert torch.equal(converted["transformer.encoder.salience.alpha"], official["transformer.alpha"].float())

@@ -84,7 +84,12 @@ def test_training_step_reaches_every_trainable_parameter(tiny_model, spec):
     trainable = {n: p for n, p in tiny_model.named_parameters() if p.requires_grad}
     assert not [n for n, p in trainable.items() if p.grad is None], "parameters without gradient"
     assert not [n for n, p in trainable.items() if not torch.isfinite(p.grad).all()], "non-finite gradients"
-    assert not [n for n, p in trainable.items() if p.grad.abs().sum() == 0], "parameters with zero gradient"
+    # the gates' attention-pool bias shifts every logit of a softmax alike: its gradient is zero in exact arithmetic
+    # and float noise (sometimes exactly 0) in practice; every other parameter must get a non-zero gradient
+    shift_invariant = [n for n in trainable if n.endswith("gate.attention_pool.bias")]
+    assert shift_invariant and all(trainable[n].grad.abs().max() < 1e-6 for n in shift_invariant)
+    zero = [n for n, p in trainable.items() if p.grad.abs().sum() == 0 and n not in shift_invariant]
+    assert not zero, f"parameters with zero gradient: {zero}"
     frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith(("backbone.conv1", "backbone.layer1")) for n in frozen)
 

@@ -49,8 +49,8 @@ def test_single_image_intermediates_and_detections(model, case, index):
     with torch.no_grad():
         output = model.predict(inputs)
         detections = model(inputs)[0]
-    assert len(output.extras["salience"]) == len(expected["salience"])
-    for level, (actual, recorded) in enumerate(zip(output.extras["salience"], expected["salience"])):
+    assert len(output.token_scores) == len(expected["salience"])
+    for level, (actual, recorded) in enumerate(zip(output.token_scores, expected["salience"])):
         assert_close(f"salience level {level}", actual, recorded, LOGIT_TOL)
     assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
     assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])

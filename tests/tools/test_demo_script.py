@@ -12,19 +12,8 @@ from core.lazy import LazyConfig, instantiate
 from data import DatasetCatalog, MetadataCatalog
 from engine.checkpoint import DetectionCheckpointer
 from scripts import demo
-from tests.tools.train_net_helpers import ROOT, register_tiny
-
-SALIENCE_CONFIG = os.path.join(ROOT, "projects", "salience_detr", "configs", "salience_detr_r18_synthetic.py")
-
-
-def tiny_model_opts(val_name: str) -> list[str]:
-    """Overrides that keep the synthetic Salience DETR small and fast: 128-pixel test images, 20 detections."""
-    return [
-        f"dataloader.test.dataset.names={val_name}",
-        "dataloader.test.mapper.augmentation.0.short_edge_length=128",
-        "dataloader.test.mapper.augmentation.0.max_size=224",
-        "model.num_detections=20",
-    ]
+from tests.tools.script_helpers import SALIENCE_CONFIG, tiny_model_opts
+from tests.tools.train_net_helpers import register_tiny
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +91,6 @@ def test_demo_bad_inputs(tiny_salience, tmp_path):
         _run(str(other), opts, [records[0]["file_name"]], tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         _run(str(tmp_path / "none.pth"), opts, [records[0]["file_name"]], tmp_path / "out")
-
-
-def test_collect_inputs_folder_and_dedup(tmp_path):
-    for name in ("b.png", "a.jpg", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    paths = demo.collect_inputs([str(tmp_path), str(tmp_path / "a.jpg")])
-    assert [os.path.basename(p) for p in paths] == ["a.jpg", "b.png"]
 
 
 def test_demo_skips_unreadable_images_and_reports_them(tiny_salience, tmp_path):

@@ -203,7 +203,7 @@ def test_eval_only_with_the_saved_config_reproduces_the_final_evaluation(own_run
 
 
 def test_eval_only_with_a_checkpoint_of_another_model_is_an_error(own_run, tmp_path):
-    from projects.centernet_lite.modeling import CenterNetLite
+    from tests.fixtures.centernet_lite import CenterNetLite
 
     other = tmp_path / "other.pth"
     torch.save(

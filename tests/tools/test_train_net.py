@@ -167,7 +167,7 @@ def test_run_logs_its_config_as_python_and_saves_what_yaml_cannot_hold_as_a_pick
             )
         )
     assert "Full config (interpolations resolved):\ncfg.dataloader" in caplog.text
-    assert "cfg.model = projects.centernet_lite.modeling.CenterNetLite(" in caplog.text
+    assert "cfg.model = tests.fixtures.centernet_lite.CenterNetLite(" in caplog.text
     assert "recipe.lr_factor_func" in caplog.text  # the save's warning names the key
     from_yaml = LazyConfig.load(os.path.join(out, "config.yaml"))
     from_pickle = LazyConfig.load(os.path.join(out, "config.yaml.pkl"))

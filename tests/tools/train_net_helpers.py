@@ -8,7 +8,7 @@ from core import comm
 from data.synthetic import register_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "projects", "centernet_lite", "configs", "centernet_lite_synthetic.py")
+CONFIG = os.path.join(ROOT, "tests", "configs", "centernet_lite_synthetic.py")
 
 
 def register_tiny(root: str, prefix: str) -> tuple[str, str]:

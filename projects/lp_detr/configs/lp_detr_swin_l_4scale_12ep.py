@@ -4,11 +4,10 @@ The recipe of ``lp_detr_r50_4scale_12ep.py`` with the Swin-L backbone of the off
 Swin-L models: window 7, stochastic depth 0.2, stages 1-3 (strides 8, 16, 32), stem and stage 0 frozen.
 """
 
-from ...salience_detr.configs import salience_detr_swin_l_4scale_12ep as _salience
-from .lp_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from ....configs.common.backbones.swin_l import backbone, out_channels
+from .lp_detr_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train
 
-# The backbone and neck inputs of Salience DETR's config, read from it rather than repeated.
-model.backbone = _salience.model.backbone
-model.neck.in_channels = _salience.model.neck.in_channels
+model.backbone = backbone
+model.neck.in_channels = out_channels
 
 train.output_dir = "./output/lp_detr_swin_l_4scale_12ep"

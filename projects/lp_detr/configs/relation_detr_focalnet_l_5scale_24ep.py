@@ -2,7 +2,7 @@
 official ``relation_detr_focalnet_large_lrf_fl4_1200_2000`` (63.5 AP on test-dev after Objects365 pretraining).
 
 The backbone class and architecture are those of Salience DETR's FocalNet-L
-(``salience_detr_focalnet_l_4scale_12ep.py``: ``focalnet_large_lrf_fl4``, 4 focal levels, stochastic depth 0.5, a
+(``configs/common/backbones/focalnet_l.py``: ``focalnet_large_lrf_fl4``, 4 focal levels, stochastic depth 0.5, a
 LayerNorm on each returned stage), but the official Relation DETR model uses it differently:
 
 * all four stages are returned (strides 4, 8, 16, 32, channels 192-1536) and the neck adds a fifth level (stride 64),
@@ -27,31 +27,16 @@ The official COCO checkpoint (``relation_detr_focalnet_large_lrf_fl4_1200_2000_o
 
 from core.lazy import LazyCall as L
 from data import RandomCrop, RandomFlip, ResizeShortestEdge
-from modeling.backbones import FocalNetBackbone
 
-from ....configs.common.coco_schedule import multistep_schedule
-from .relation_detr_r50_4scale_12ep import dataloader, model, optimizer, train  # noqa: F401
+from ....configs.common.backbones.focalnet_l import backbone
+from ....configs.common.recipes.detr_coco_24ep import dataloader, lr_multiplier, optimizer, train
+from .models.relation_detr_r50 import model
 
-model.backbone = L(FocalNetBackbone)(
-    embed_dim=192,
-    depths=(2, 2, 18, 2),
-    focal_levels=(4, 4, 4, 4),
-    focal_windows=(3, 3, 3, 3),
-    drop_path_rate=0.5,
-    use_conv_embed=True,
-    use_postln=True,
-    use_postln_in_modulation=False,
-    normalize_modulator=True,
-    layerscale_value=1e-4,
-    output_norms=True,
-    out_indices=(0, 1, 2, 3),
-    freeze_at=0,
-    weights="https://github.com/microsoft/FocalNet/releases/download/v1.0.0/focalnet_large_lrf_384_fl4.pth",
-)
+model.backbone = backbone
+model.backbone.out_indices = (0, 1, 2, 3)
+model.backbone.freeze_at = 0
 model.neck.in_channels = (192, 384, 768, 1536)
 model.transformer.num_feature_levels = 5
-model.transformer.encoder.layer.num_levels = 5
-model.transformer.decoder.layer.num_levels = 5
 model.denoising.denoising_nums = 1000
 
 _SCALES = [int(1.5 * s) for s in range(480, 801, 32)]  # 720, 768, ..., 1200
@@ -67,7 +52,4 @@ dataloader.train.mapper.augmentation_with_crop = [
 ]
 dataloader.test.mapper.augmentation = [L(ResizeShortestEdge)(short_edge_length=1200, max_size=2000)]
 
-train.epochs = 24
 train.output_dir = "./output/relation_detr_focalnet_l_5scale_24ep"
-
-lr_multiplier = multistep_schedule(24, 20, warmup_iters=1000)

@@ -22,6 +22,8 @@ computation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -30,10 +32,13 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from modeling.layers import get_sine_pos_embed
 
 __all__ = [
+    "RELATION_BACKENDS",
     "BoxRelationEmbedding",
     "ProgressiveRelationEmbedding",
     "box_relation_features",
     "pairwise_giou",
+    "pytorch_relation",
+    "register_relation_backend",
 ]
 
 RELATION_EPS = 1e-5
@@ -86,6 +91,30 @@ def box_relation_features(
     return torch.cat(features, -1)
 
 
+def pytorch_relation(module: BoxRelationEmbedding, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+    """The reference relation backend: ``[B, K, N1, N2]`` biases of the ``K`` relation heads, computed in blocks
+    of ``module.chunk_size`` source boxes (each block recomputed in the backward pass with ``module.checkpoint``)."""
+    chunk = module.chunk_size or max(src_boxes.shape[1], 1)
+    blocks = []
+    for src_block in src_boxes.split(chunk, dim=1):
+        if module.checkpoint and torch.is_grad_enabled():
+            blocks.append(activation_checkpoint(module.block, src_block, tgt_boxes, layer_idx, use_reentrant=False))
+        else:
+            blocks.append(module.block(src_block, tgt_boxes, layer_idx))
+    return torch.cat(blocks, 1).permute(0, 3, 1, 2)
+
+
+#: relation-bias backends by name: ``backend(module, src_boxes, tgt_boxes, layer_idx) -> [B, K, N1, N2]``
+RELATION_BACKENDS: dict[str, Callable[..., Tensor]] = {"pytorch": pytorch_relation}
+
+
+def register_relation_backend(name: str, function: Callable[..., Tensor]) -> None:
+    """Makes ``function`` (the signature of :func:`pytorch_relation`) selectable as ``backend=name``."""
+    if name in RELATION_BACKENDS and RELATION_BACKENDS[name] is not function:
+        raise ValueError(f"relation backend {name!r} is already registered")
+    RELATION_BACKENDS[name] = function
+
+
 class BoxRelationEmbedding(nn.Module):
     """Relation DETR's position relation embedding: one attention bias per head from the local relation features.
 
@@ -99,6 +128,8 @@ class BoxRelationEmbedding(nn.Module):
         num_relation_heads: the first ``K`` heads get a bias, the others zero (``None``: all heads).
         chunk_size: compute the relation in blocks of this many source boxes (``None``: at once).
         checkpoint: in training, recompute each block's embedding in the backward pass.
+        backend: the kernel computing the biases, a name of :data:`RELATION_BACKENDS` (``"pytorch"``: the
+            reference, :func:`pytorch_relation`).
     """
 
     def __init__(
@@ -112,8 +143,12 @@ class BoxRelationEmbedding(nn.Module):
         num_relation_heads: int | None = None,
         chunk_size: int | None = None,
         checkpoint: bool = False,
+        backend: str = "pytorch",
     ):
         super().__init__()
+        if backend not in RELATION_BACKENDS:
+            raise ValueError(f"unknown relation backend {backend!r}; registered: {sorted(RELATION_BACKENDS)}")
+        self.backend = backend
         num_relation_heads = num_heads if num_relation_heads is None else num_relation_heads
         if not 0 <= num_relation_heads <= num_heads:
             raise ValueError(f"num_relation_heads must be in [0, {num_heads}], got {num_relation_heads}")
@@ -136,7 +171,8 @@ class BoxRelationEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_heads={self.num_heads}, num_relation_heads={self.num_relation_heads}, sine_dim={self.sine_dim}, "
-            f"with_giou={self.with_giou}, chunk_size={self.chunk_size}, checkpoint={self.checkpoint}"
+            f"with_giou={self.with_giou}, chunk_size={self.chunk_size}, checkpoint={self.checkpoint}, "
+            f"backend={self.backend!r}"
         )
 
     @property
@@ -154,7 +190,7 @@ class BoxRelationEmbedding(nn.Module):
         with torch.no_grad():
             return self.sine_embed(box_relation_features(src_boxes, tgt_boxes, self.eps, self.with_giou))
 
-    def _block(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+    def block(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
         """Per-head biases ``[B, N1, N2, K]`` of one block of source boxes."""
         embedding = self.embed(src_boxes, tgt_boxes, layer_idx)
         return F.relu(F.linear(embedding, self.proj.weight.flatten(1), self.proj.bias))
@@ -175,15 +211,7 @@ class BoxRelationEmbedding(nn.Module):
         batch, num_src, num_tgt = src_boxes.shape[0], src_boxes.shape[1], tgt_boxes.shape[1]
         if not self.enabled:
             return src_boxes.new_zeros(batch, self.num_heads, num_src, num_tgt)
-        src_boxes, tgt_boxes = src_boxes.detach(), tgt_boxes.detach()
-        chunk = self.chunk_size or max(num_src, 1)
-        blocks = []
-        for src_block in src_boxes.split(chunk, dim=1):
-            if self.checkpoint and torch.is_grad_enabled():
-                blocks.append(activation_checkpoint(self._block, src_block, tgt_boxes, layer_idx, use_reentrant=False))
-            else:
-                blocks.append(self._block(src_block, tgt_boxes, layer_idx))
-        relation = torch.cat(blocks, 1).permute(0, 3, 1, 2)  # [B, K, N1, N2]
+        relation = RELATION_BACKENDS[self.backend](self, src_boxes.detach(), tgt_boxes.detach(), layer_idx)
         if self.num_relation_heads < self.num_heads:
             zeros = relation.new_zeros(batch, self.num_heads - self.num_relation_heads, num_src, num_tgt)
             relation = torch.cat([relation, zeros], 1)
@@ -216,8 +244,8 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
         normalize_lambda: softmax the weights of each layer over the three scopes.
         medium_form: ``"distance"`` or ``"log"`` (see above).
         global_value: the constant feature value of the global relation.
-        num_heads, sine_dim, temperature, scale, eps, with_giou, num_relation_heads, chunk_size, checkpoint: as
-            for :class:`BoxRelationEmbedding`.
+        num_heads, sine_dim, temperature, scale, eps, with_giou, num_relation_heads, chunk_size, checkpoint, backend:
+            as for :class:`BoxRelationEmbedding`.
     """
 
     MEDIUM_FORMS = ("distance", "log")
@@ -238,6 +266,7 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
         global_value: float = 1.0,
         chunk_size: int | None = None,
         checkpoint: bool = False,
+        backend: str = "pytorch",
     ):
         super().__init__(
             num_heads=num_heads,
@@ -249,6 +278,7 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
             num_relation_heads=num_relation_heads,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
+            backend=backend,
         )
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")

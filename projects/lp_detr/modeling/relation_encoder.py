@@ -31,7 +31,8 @@ class LayerFusionEncoder(DeformableEncoder):
             nn.LayerNorm(embed_dim),
         )
 
-    def forward(self, tokens: MultiLevelTokens) -> Tensor:
-        """``[B, S, E]`` fused memory of the flattened multi-level ``tokens``."""
+    def forward(self, tokens: MultiLevelTokens, two_stage: nn.Module | None = None) -> Tensor:
+        """``[B, S, E]`` fused memory of the flattened multi-level ``tokens`` (``two_stage`` is not used)."""
+        del two_stage
         outputs = [tokens.feats, *self.layer_outputs(tokens)]
         return self.layer_fusion(torch.cat(outputs, -1))

@@ -1,46 +1,12 @@
-"""Salience DETR, ResNet-50, 4 scales, COCO 2017, 12 epochs: the official recipe.
+"""Salience DETR, ResNet-50, 4 scales, COCO 2017, 12 epochs: the official model and recipe.
 
-* AdamW, lr 1e-4 for the official total batch of 10 images; ``train.lr_reference_batch_size = 10`` makes
-  tools/train_net.py scale the lr linearly to the actual total batch (e.g. 16 images -> 1.6e-4).
-* Weight decay 1e-4, none on norm layers and biases; lr x0.1 for the backbone, the sampling offsets and
-  reference points of deformable attention.
-* Linear warmup over 1000 iterations; lr x0.1 after epoch 10 of 12 (``salience_detr_r50_4scale_24ep.py``:
-  after epoch 20 of 24); gradient clipping at norm 0.1.
-* DETR augmentation (flip, multi-scale resize 480-800 up to 1333, random-crop variant); test at 800 / 1333.
-
-COCO categories are contiguous 0..79 here (the official model keeps 91 COCO ids; its checkpoint converts with
-``scripts/convert_checkpoint.py`` into a ``num_classes=91`` model).
+The recipe is ``configs/common/recipes/detr_coco_12ep.py`` (AdamW 1e-4 for a total batch of 10, scaled linearly to
+yours; lr x0.1 for the backbone, sampling offsets and reference points; 1000-iteration warmup; clipping at 0.1; lr
+drop after epoch 10 of 12). COCO categories are contiguous 0..79 here (the official model keeps 91 COCO ids; its
+checkpoint converts with ``scripts/convert_checkpoint.py`` into a ``num_classes=91`` model).
 """
 
-from core.lazy import LazyCall as L
-from engine.solver import get_default_optimizer_params
-
-from ....configs.common.coco_schedule import multistep_schedule
-from ....configs.common.data.coco_detr import dataloader
-from ....configs.common.optim import AdamW as optimizer
-from ....configs.common.train import train
+from ....configs.common.recipes.detr_coco_12ep import dataloader, lr_multiplier, optimizer, train
 from .models.salience_detr_r50 import model
 
-model.num_classes = 80
-
-optimizer.lr = 1e-4
-optimizer.weight_decay = 1e-4
-optimizer.params = L(get_default_optimizer_params)(
-    base_lr="${..lr}",
-    weight_decay_norm=0.0,
-    weight_decay_bias=0.0,
-    lr_factors={"backbone": 0.1, "sampling_offsets": 0.1, "reference_points": 0.1},
-)
-
-dataloader.train.total_batch_size = 10
-
-train.epochs = 12
-train.lr_reference_batch_size = 10
-train.clip_grad.enabled = True
-train.clip_grad.params.max_norm = 0.1
-train.clip_grad.params.norm_type = 2
-train.eval_period = 5000
-train.checkpointer.period = 5000
 train.output_dir = "./output/salience_detr_r50_4scale_12ep"
-
-lr_multiplier = multistep_schedule(12, 10, warmup_iters=1000)

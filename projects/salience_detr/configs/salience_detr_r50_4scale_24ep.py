@@ -1,9 +1,6 @@
 """Salience DETR, ResNet-50, 4 scales, COCO 2017, 24 epochs: the 12-epoch recipe with the lr drop after epoch 20."""
 
-from ....configs.common.coco_schedule import multistep_schedule
-from .salience_detr_r50_4scale_12ep import dataloader, model, optimizer, train  # noqa: F401 (the config)
+from ....configs.common.recipes.detr_coco_24ep import dataloader, lr_multiplier, optimizer, train
+from .models.salience_detr_r50 import model
 
-train.epochs = 24
 train.output_dir = "./output/salience_detr_r50_4scale_24ep"
-
-lr_multiplier = multistep_schedule(24, 20, warmup_iters=1000)

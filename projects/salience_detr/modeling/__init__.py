@@ -3,16 +3,15 @@
 from .background_embedding import BackgroundEmbedding
 from .filtered_encoder import SalienceEncoder, SalienceEncoderLayer, SelectedTokenAttention
 from .redundancy_removal import RedundancyRemovalSelector, unit_boxes
-from .salience_detr import SalienceDETR
 from .salience_prediction import SaliencePredictor, TopDownSalience
 from .salience_supervision import (
     DEFAULT_LIMIT_RANGE,
     SalienceLoss,
+    TokenScoreSupervision,
     feature_strides,
     salience_focal_loss,
     salience_target_maps,
 )
-from .salience_transformer import SalienceTransformer
 from .token_filter import HierarchicalTokenFilter, TokenSelection
 from .token_fusion import CSPRepLayer, GlobalContextGate, RepVGGPluXBlock, RepVGGPluXNetwork
 
@@ -25,13 +24,12 @@ __all__ = [
     "RedundancyRemovalSelector",
     "RepVGGPluXBlock",
     "RepVGGPluXNetwork",
-    "SalienceDETR",
     "SalienceEncoder",
     "SalienceEncoderLayer",
     "SalienceLoss",
     "SaliencePredictor",
-    "SalienceTransformer",
     "SelectedTokenAttention",
+    "TokenScoreSupervision",
     "TokenSelection",
     "TopDownSalience",
     "feature_strides",

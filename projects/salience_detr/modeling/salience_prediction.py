@@ -64,6 +64,7 @@ class TopDownSalience(nn.Module):
 
     def __init__(self, embed_dim: int = 256, num_levels: int = 4, top_down: bool = True):
         super().__init__()
+        self.num_levels = num_levels
         self.top_down = top_down
         self.predictor = SaliencePredictor(embed_dim, embed_dim)
         self.alpha = nn.Parameter(torch.empty(num_levels - 1).uniform_(-0.3, 0.3))

@@ -33,6 +33,7 @@ __all__ = [
     "feature_strides",
     "salience_focal_loss",
     "salience_target_maps",
+    "TokenScoreSupervision",
 ]
 
 
@@ -219,3 +220,31 @@ class SalienceLoss(nn.Module):
         if self.noise_scale == 0:
             return target
         return (1 - self.noise_scale) * target + self.noise_scale * torch.rand_like(target)
+
+
+class TokenScoreSupervision(nn.Module):
+    """The detector's extra loss supervising the encoder's token scores (Salience DETR's salience maps).
+
+    A component of ``TwoStageDETR(extra_losses=...)``: it reads ``output.token_scores`` and gives them, with the
+    per-level strides of the padded batch, to ``loss`` (:class:`SalienceLoss`, or another module with its call,
+    e.g. Focus DETR's foreground supervision for the paper's Table 7).
+
+    Args:
+        loss: ``loss(logits, targets, strides, image_sizes) -> {name: unweighted loss}``.
+    """
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, output, targets: Sequence[dict], batch, model: nn.Module) -> dict[str, Tensor]:
+        """Unweighted losses of the token scores of ``output`` (a ``TransformerOutput``) against ``targets``."""
+        del model
+        scores = output.token_scores
+        if scores is None:
+            raise ValueError(
+                "TokenScoreSupervision needs an encoder that scores its tokens (e.g. Salience DETR's SalienceEncoder); "
+                "this model's encoder gives no token_scores: remove the extra loss or change the encoder"
+            )
+        strides = feature_strides(tuple(batch.images.shape[-2:]), [tuple(s.shape[-2:]) for s in scores])
+        return self.loss(scores, targets, strides, batch.image_sizes)

@@ -15,7 +15,7 @@ from .relation_detr_r50 import model
 
 model.transformer.decoder.relation = L(ProgressiveRelationEmbedding)(
     num_layers="${..num_layers}",
-    num_heads="${..layer.num_heads}",
+    num_heads="${..layer.self_attn.num_heads}",
     sine_dim=16,
     temperature=10000,
     scale=100,
@@ -27,4 +27,5 @@ model.transformer.decoder.relation = L(ProgressiveRelationEmbedding)(
     global_value=1.0,
     chunk_size=300,
     checkpoint=True,
+    backend="pytorch",
 )

@@ -9,9 +9,8 @@ from modeling.meta_arch import TwoStageDETR
 from modeling.transformer import DeformableEncoder, TopKQuerySelector, TwoStageTransformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(ROOT, "projects", "salience_detr", "configs")
-DINO = os.path.join(CONFIGS, "dino_r50_4scale_12ep.py")
-SALIENCE = os.path.join(CONFIGS, "salience_detr_r50_4scale_12ep.py")
+DINO = os.path.join(ROOT, "configs", "baselines", "dino_r50_4scale_12ep.py")
+SALIENCE = os.path.join(ROOT, "projects", "salience_detr", "configs", "salience_detr_r50_4scale_12ep.py")
 # Measured with this config and num_classes=91; detrex's DINO-4scale R50 is reported at about 47.5M (it adds a
 # 92 x 256 label embedding for denoising where this one has 91 x 256, the only size difference by construction).
 DINO_R50_91_CLASSES_PARAMETERS = 47_671_897

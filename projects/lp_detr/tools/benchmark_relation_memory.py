@@ -28,9 +28,9 @@ path. Not included: the attention itself, the ``-inf`` masking and flattening in
 
 Examples::
 
-    python scripts/benchmark_relation_memory.py --device cuda              # 900 + 200 queries, batch 1
-    python scripts/benchmark_relation_memory.py --device cpu --batch-size 2 --json relation_memory.json
-    python scripts/benchmark_relation_memory.py --num-queries 50 --num-denoising 10 --models lp_detr
+    python projects/lp_detr/tools/benchmark_relation_memory.py --device cuda              # 900 + 200 queries, batch 1
+    python projects/lp_detr/tools/benchmark_relation_memory.py --device cpu --batch-size 2 --json relation_memory.json
+    python projects/lp_detr/tools/benchmark_relation_memory.py --num-queries 50 --num-denoising 10 --models lp_detr
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

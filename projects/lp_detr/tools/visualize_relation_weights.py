@@ -7,25 +7,26 @@ decoder layer has no relation bias.
 
 Examples::
 
-    python scripts/visualize_relation_weights.py --json output/lp_detr_r18_synthetic/relation_weights.json \\
-        --output /tmp/lambda.png
-    python scripts/visualize_relation_weights.py --config-file output/lp_detr_r18_synthetic/config.yaml \\
+    python projects/lp_detr/tools/visualize_relation_weights.py \\
+        --json output/lp_detr_r18_synthetic/relation_weights.json --output /tmp/lambda.png
+    python projects/lp_detr/tools/visualize_relation_weights.py \\
+        --config-file output/lp_detr_r18_synthetic/config.yaml \\
         --weights output/lp_detr_r18_synthetic/model_final.pth --output /tmp/lambda.png
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from evaluation.visualizer import save_relation_weights_plot  # noqa: E402
+from core.fileio import read_json  # noqa: E402
+from projects.lp_detr.visualization import save_relation_weights_plot  # noqa: E402
 
 logger = logging.getLogger("visualize_relation_weights")
 SCOPES = ("local", "medium", "global")
@@ -47,20 +48,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def table_from_json(path: str) -> tuple[list[list[float]], list[str], list[int], str]:
     """``(table, scopes, unused rows, title)`` of a ``relation_weights.json``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"relation weights file not found: {path}")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid json: {error}") from error
+    data = read_json(path, "relation weights file")
     if not isinstance(data, dict) or "lambda" not in data:
         raise ValueError(f"{path} has no 'lambda' table (is it LP-DETR's relation_weights.json?)")
     title = f"LP-DETR Lambda per decoder layer (iteration {data.get('iteration', '?')})"
     return data["lambda"], list(data.get("scopes", SCOPES)), list(data.get("unused_rows", [0])), title
 
 
-def table_from_checkpoint(config_file: str, weights: str, opts: list[str]):
+def table_from_checkpoint(
+    config_file: str, weights: str, opts: list[str]
+) -> tuple[list[list[float]], list[str], list[int], str]:
+    """``(table, scopes, unused rows, title)`` of an LP-DETR checkpoint's ``relation.lambda_table()``."""
     from engine.predictor import DefaultPredictor
 
     model = DefaultPredictor.from_config(config_file, weights, opts, device="cpu").model

@@ -3,11 +3,11 @@
 detections and one panel per feature level with the sigmoid of that level's salience logits over the image.
 
 Each level's map covers the padded batch; the part over the (resized) image is cut out and upsampled to the
-original image size. A model without salience predictions (``extras["salience"]``) is an error.
+original image size. A model whose encoder gives no salience (``token_scores``) is an error.
 
 Example (after ``make demo``)::
 
-    python scripts/visualize_salience.py --config-file output/demo/config.yaml \\
+    python projects/salience_detr/tools/visualize_salience.py --config-file output/demo/config.yaml \\
         --weights output/demo/model_final.pth --input datasets/synthetic/val/000000.png --output /tmp/salience
 """
 
@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -27,28 +27,17 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.mapper import read_image  # noqa: E402
+from engine.inputs import add_inference_arguments, collect_inputs, output_name  # noqa: E402
 from engine.predictor import DefaultPredictor  # noqa: E402
-from evaluation.visualizer import save_salience_figure  # noqa: E402
 from modeling.postprocess import topk_detections  # noqa: E402
-from scripts.demo import collect_inputs, output_name  # noqa: E402
+from projects.salience_detr.visualization import save_salience_figure  # noqa: E402
 
 logger = logging.getLogger("visualize_salience")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help="Salience DETR LazyConfig (or a run's config.yaml)")
-    parser.add_argument("--weights", required=True, help="checkpoint of the config's model")
-    parser.add_argument("--input", required=True, nargs="+", help="image files, folders or glob patterns")
-    parser.add_argument("--output", required=True, help="folder for the PNGs")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="(default: %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides key=value (after `--` when they follow --input)",
-    )
+    add_inference_arguments(parser, "Salience DETR LazyConfig (or a run's config.yaml)", "folder for the PNGs")
     return parser.parse_args(argv)
 
 
@@ -63,11 +52,11 @@ def salience_maps(model: torch.nn.Module, inputs: dict) -> tuple[list[torch.Tens
     with torch.no_grad():
         batch = model.preprocess([inputs])
         output = model.run(batch)
-    salience = output.extras.get("salience") if isinstance(output.extras, dict) else None
+    salience = output.token_scores
     if not salience:
         raise ValueError(
-            f"the model {type(model).__name__} predicts no salience maps (its transformer output has no "
-            f"extras['salience']; extras: {sorted(output.extras or {})}); use a Salience DETR config"
+            f"the model {type(model).__name__} predicts no salience maps (its encoder gives no token_scores); "
+            "use a Salience DETR config"
         )
     size = (inputs["height"], inputs["width"])
     detections = topk_detections(output.dec_logits[-1], output.dec_boxes[-1], [size], model.num_detections)[0]

@@ -1,13 +1,13 @@
-"""The framework's end-to-end check: CenterNetLite trained from scratch on the synthetic dataset, on CPU in minutes."""
+"""The engine's end-to-end test fixture: CenterNetLite (``tests/fixtures/centernet_lite.py``) on the synthetic data."""
 
 from core.lazy import LazyCall as L
 from data.synthetic import THING_CLASSES
-from projects.centernet_lite.modeling import CenterNetLite
+from tests.fixtures.centernet_lite import CenterNetLite
 
-from ....configs.common.coco_schedule import multistep_schedule
-from ....configs.common.data.synthetic import dataloader
-from ....configs.common.optim import AdamW as optimizer
-from ....configs.common.train import train
+from ...configs.common.coco_schedule import multistep_schedule
+from ...configs.common.data.synthetic import dataloader
+from ...configs.common.optim import AdamW as optimizer
+from ...configs.common.train import train
 
 model = L(CenterNetLite)(num_classes=len(THING_CLASSES), width=16, feature_channels=32, head_channels=32)
 

@@ -1,4 +1,4 @@
-"""scripts/benchmark_relation_memory.py at small sizes: the table, the JSON, and the variants' agreement."""
+"""projects/lp_detr/tools/benchmark_relation_memory.py at small sizes: the table, the JSON, the variants' agreement."""
 
 import json
 import os
@@ -8,19 +8,16 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "scripts", "benchmark_relation_memory.py")
+SCRIPT = os.path.join(ROOT, "projects", "lp_detr", "tools", "benchmark_relation_memory.py")
 SMALL = ["--device", "cpu", "--num-queries", "50", "--num-denoising", "10", "--chunk-size", "16"]
 SMALL += ["--repeats", "1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    import importlib.util
+    from projects.lp_detr.tools import benchmark_relation_memory
 
-    spec = importlib.util.spec_from_file_location("benchmark_relation_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_relation_memory
 
 
 def test_every_variant_in_process_agrees_with_the_direct_computation(bench, tmp_path, capsys):

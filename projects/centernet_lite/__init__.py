@@ -1,1 +1,0 @@
-"""CenterNetLite: a small, fast CenterNet-style detector used to check the engine and evaluator end to end."""
