@@ -1,52 +1,19 @@
-"""Datasets, their registration, mappers and loaders."""
+"""Datasets, their registration, mappers and loaders: the public names of every module of the package."""
 
-from . import builtin  # noqa: F401  (registers the built-in datasets)
-from .build import (
-    MapDataset,
-    TrainLoader,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-    trivial_batch_collator,
-)
-from .catalog import DatasetCatalog, Metadata, MetadataCatalog
-from .coco import convert_to_coco_dict, convert_to_coco_json, load_coco_json, register_coco_instances
-from .mapper import DetrDatasetMapper, read_image, read_image_size
-from .samplers import InferenceSampler, InfiniteGroupedBatchSampler
-from .synthetic import ensure_synthetic_dataset, generate_synthetic_coco, register_synthetic
-from .transforms import Crop, RandomChoice, RandomCrop, RandomFlip, ResizeShortestEdge, build_augmentation
-from .yolo import coco_dict_to_yolo, read_yolo_classes, register_yolo_instances, yolo_to_coco_dict
+from . import build, builtin, catalog, coco, mapper, preflight, samplers, synthetic, transforms, yolo
+from .build import *  # noqa: F403
+from .builtin import *  # noqa: F403  (importing it registers the built-in datasets)
+from .catalog import *  # noqa: F403
+from .coco import *  # noqa: F403
+from .mapper import *  # noqa: F403
+from .preflight import *  # noqa: F403
+from .samplers import *  # noqa: F403
+from .synthetic import *  # noqa: F403
+from .transforms import *  # noqa: F403
+from .yolo import *  # noqa: F403
 
-__all__ = [
-    "DatasetCatalog",
-    "Metadata",
-    "MetadataCatalog",
-    "MapDataset",
-    "TrainLoader",
-    "build_detection_test_loader",
-    "build_detection_train_loader",
-    "get_detection_dataset_dicts",
-    "trivial_batch_collator",
-    "convert_to_coco_dict",
-    "convert_to_coco_json",
-    "load_coco_json",
-    "register_coco_instances",
-    "DetrDatasetMapper",
-    "read_image",
-    "read_image_size",
-    "InferenceSampler",
-    "InfiniteGroupedBatchSampler",
-    "ensure_synthetic_dataset",
-    "generate_synthetic_coco",
-    "register_synthetic",
-    "Crop",
-    "RandomChoice",
-    "RandomCrop",
-    "RandomFlip",
-    "ResizeShortestEdge",
-    "build_augmentation",
-    "coco_dict_to_yolo",
-    "read_yolo_classes",
-    "register_yolo_instances",
-    "yolo_to_coco_dict",
-]
+_MODULES = (build, builtin, catalog, coco, mapper, preflight, samplers, synthetic, transforms, yolo)
+__all__ = [name for module in _MODULES for name in module.__all__]
+_CLASHES = sorted({name for name in __all__ if __all__.count(name) > 1})
+if _CLASHES:  # pragma: no cover - a guard for whoever adds a name
+    raise ImportError(f"two modules of data export the same names: {_CLASHES}")

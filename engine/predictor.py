@@ -33,7 +33,7 @@ from .checkpoint import DetectionCheckpointer
 from .data_setup import dataset_categories, setup_datasets
 from .defaults import load_config
 
-__all__ = ["DefaultPredictor", "Detections", "as_image_tensor"]
+__all__ = ["DefaultPredictor", "Detections", "as_image_tensor", "build_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,23 @@ def _is_pil(image: Any) -> bool:
     return isinstance(image, Image.Image)
 
 
+def build_model(cfg: DictConfig, weights: str | None = None, device: str | torch.device = "cpu"):
+    """The config's model in eval mode on ``device``: the one builder of the predictor and the scripts.
+
+    With ``weights``, every model tensor must come from that checkpoint (``mode="eval"`` of
+    :class:`~engine.checkpoint.DetectionCheckpointer`), so the pretrained backbone weights are not loaded (no
+    download).
+
+    Returns:
+        ``(model, the checkpoint's other entries)`` (``{}`` without ``weights``).
+    """
+    if weights and OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
+        cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download
+    model = instantiate(cfg.model)
+    checkpoint = DetectionCheckpointer(model).load(weights, mode="eval") if weights else {}
+    return model.to(resolve_device(device)).eval(), checkpoint
+
+
 class DefaultPredictor:
     """A model of a config with its weights, in eval mode, called on images.
 
@@ -156,11 +173,7 @@ class DefaultPredictor:
         self.image_format = image_format
         if OmegaConf.select(cfg, "model.num_classes", default=0) is None:
             setup_datasets(cfg, ("test",))  # num_classes from the data
-        if OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
-            cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download
-        self.model = instantiate(cfg.model)
-        checkpoint = DetectionCheckpointer(self.model).load(weights, mode="eval")
-        self.model.to(self.device).eval()
+        self.model, checkpoint = build_model(cfg, weights, self.device)
         self.mapper = instantiate(cfg.dataloader.test.mapper)
         self.metadata = self._categories(checkpoint.get("metadata"), class_names)
 

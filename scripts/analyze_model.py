@@ -69,7 +69,8 @@ from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch import nn  # noqa: E402
 
 from core.device import resolve_device  # noqa: E402
-from core.lazy import LazyConfig, instantiate  # noqa: E402
+from engine import predictor  # noqa: E402
+from engine.defaults import load_config  # noqa: E402
 from modeling.layers import SINGLE_OP_NAME, ms_deform_attn_flops, set_sampling_backend  # noqa: E402
 
 __all__ = [
@@ -95,9 +96,7 @@ TASKS = ("flop", "parameter", "speed", "memory")
 
 def build_model(config_file: str, overrides: Sequence[str] = (), device: str | torch.device = "cpu") -> nn.Module:
     """``cfg.model`` of a LazyConfig file (after ``key=value`` overrides), in eval mode on ``device``."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(overrides))
-    model = instantiate(cfg.model)
-    return model.eval().to(resolve_device(str(device)))
+    return predictor.build_model(load_config(config_file, overrides), None, device)[0]
 
 
 def random_image(shape: Sequence[int], device: str | torch.device = "cpu", seed: int = 0) -> torch.Tensor:

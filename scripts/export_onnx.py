@@ -39,8 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from core.lazy import LazyConfig, instantiate  # noqa: E402
-from engine.checkpoint import DetectionCheckpointer  # noqa: E402
+from engine import predictor  # noqa: E402
+from engine.defaults import load_config  # noqa: E402
 from modeling.export import OUTPUT_NAMES, RAW_OUTPUT_NAMES, ExportableDetector  # noqa: E402
 
 __all__ = ["build_model", "check_export", "compare_detections", "export_onnx"]
@@ -67,14 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model(config_file: str, weights: str | None = None, opts: list[str] | None = None) -> torch.nn.Module:
-    """The config's model on the CPU in eval mode, with ``weights`` loaded when given."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), opts or [])
-    model = instantiate(cfg.model)
-    if weights:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"--weights {weights!r} does not exist")
-        DetectionCheckpointer(model).load(weights, mode="eval")
-    return model.to("cpu").eval()
+    """The config's model on the CPU in eval mode, with ``weights`` loaded when given (``engine.predictor``)."""
+    return predictor.build_model(load_config(config_file, opts or []), weights, "cpu")[0]
 
 
 def export_onnx(

@@ -69,3 +69,30 @@ def assert_detections(prefix: str, detections: dict, expected: dict) -> None:
     assert torch.equal(detections["labels"], expected["labels"]), f"{prefix}: labels differ"
     assert_close(f"{prefix} scores", detections["scores"], expected["scores"], LOGIT_TOL)
     assert_close(f"{prefix} boxes", detections["boxes"], expected["boxes"], BOX_TOL_PX)
+
+
+def assert_two_stage_intermediates(output, detections: dict, expected: dict, image) -> None:
+    """Selected proposals, every decoder layer and the detections of one image against a recorded case."""
+    assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
+    assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], image)
+    assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)
+    assert_boxes_in_pixels("dec_boxes", output.dec_boxes, expected["dec_boxes"], image)
+    assert_detections("single image", detections, expected)
+
+
+def assert_padded_batch_detections(model, case) -> None:
+    """Both images of ``case`` in one padded batch: detections against the recorded ones."""
+    with torch.no_grad():
+        detections = model(model_inputs(case["images"]))
+    assert len(detections) == len(case["expected"]["batch"])
+    for index, (actual, expected) in enumerate(zip(detections, case["expected"]["batch"])):
+        assert_detections(f"batch[{index}]", actual, expected)
+
+
+def run_single_image(model, case, index: int) -> tuple[list[dict], object, dict, dict]:
+    """``(inputs, raw predictions, detections, recorded expectations)`` of image ``index`` of ``case`` run alone."""
+    inputs = model_inputs([case["images"][index]])
+    with torch.no_grad():
+        output = model.predict(inputs)
+        detections = model(inputs)[0]
+    return inputs, output, detections, case["expected"][f"single{index}"]

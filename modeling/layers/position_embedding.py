@@ -47,6 +47,8 @@ class PositionEmbeddingSine(nn.Module):
 
     Args:
         num_pos_feats: features per axis; the embedding has ``2 * num_pos_feats`` channels.
+        embed_dim: instead of ``num_pos_feats``, the channels of the embedding (``num_pos_feats = embed_dim // 2``),
+            so that a config can interpolate it from the transformer's width.
         temperature: ``T``, or a pair ``(T_x, T_y)``.
         normalize: normalise the positions by the valid size.
         scale: multiplier of normalised positions.
@@ -56,14 +58,20 @@ class PositionEmbeddingSine(nn.Module):
 
     def __init__(
         self,
-        num_pos_feats: int = 64,
+        num_pos_feats: int | None = None,
         temperature: float | tuple[float, float] = 10000,
         normalize: bool = False,
         scale: float = 2 * math.pi,
         eps: float = 1e-6,
         offset: float = 0.0,
+        embed_dim: int | None = None,
     ):
         super().__init__()
+        if embed_dim is not None:
+            if embed_dim % 2 or (num_pos_feats is not None and num_pos_feats != embed_dim // 2):
+                raise ValueError(f"embed_dim={embed_dim} must be even and twice num_pos_feats={num_pos_feats}")
+            num_pos_feats = embed_dim // 2
+        num_pos_feats = 64 if num_pos_feats is None else num_pos_feats
         if isinstance(temperature, int | float):
             temperature = (temperature, temperature)
         if len(temperature) != 2:

@@ -7,7 +7,6 @@ the official key set onto ours exactly. Numerical equality with the official bac
 measured outside the test suite, since it needs the official code.
 """
 
-import json
 import math
 import os
 
@@ -16,9 +15,10 @@ import torch
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from torchvision.models.swin_transformer import SwinTransformer
 
-from core.lazy import LazyConfig, instantiate
+from core.lazy import instantiate
 from modeling.backbones import ConvNeXtBackbone, FocalNetBackbone, SwinBackbone
 from scripts.convert_checkpoint import convert_state_dict
+from tests.modeling.official_backbones import config_with_91_classes, convert_backbone_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(ROOT, "projects", "salience_detr", "configs")
@@ -223,32 +223,20 @@ def test_converted_official_layout_loads_strictly_and_computes_the_same(kind):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-@pytest.fixture(scope="module")
-def official_keys():
-    with open(FIXTURE) as f:
-        return json.load(f)
-
-
 def _config(name):
-    cfg = LazyConfig.load(os.path.join(CONFIG_DIR, f"salience_detr_{name}_4scale_12ep.py"))
-    cfg.model.num_classes = 91
-    cfg.model.backbone.weights = None
-    return cfg
+    return config_with_91_classes(os.path.join(CONFIG_DIR, f"salience_detr_{name}_4scale_12ep.py"))
 
 
 @pytest.mark.parametrize("name", ["swin_l", "convnext_l", "focalnet_l"])
 def test_official_large_backbone_keys_convert_onto_ours_exactly(name, official_keys):
     cfg = _config(name)
-    with torch.device("meta"):
-        backbone = instantiate(cfg.model.backbone)
-    ours = {f"backbone.{k}": tuple(v.shape) for k, v in backbone.state_dict().items()}
-    official = {k: torch.empty(shape, device="meta") for k, shape in official_keys[name].items()}
-    converted = convert_state_dict(official, "salience_detr", reference_keys=ours)
-    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    backbone, ours, converted = convert_backbone_keys(cfg, official_keys[name], "salience_detr")
+    assert converted == ours
     assert backbone.out_channels == list(cfg.model.neck.in_channels) == [384, 768, 1536]
     assert backbone.strides == [8, 16, 32] and cfg.model.backbone.weights is None
     official_params = sum(math.prod(s) for k, s in official_keys[name].items() if "relative_position_index" not in k)
     assert sum(p.numel() for p in backbone.parameters()) == official_params
+    official = {k: torch.empty(shape, device="meta") for k, shape in official_keys[name].items()}
     with pytest.raises(KeyError, match="unexpected"):
         convert_state_dict(
             {**official, "backbone.0.features.9.weight": torch.empty(1, device="meta")}, reference_keys=ours

@@ -9,15 +9,15 @@ equality of the converted backbones and necks with the official ones (bit-exact 
 test suite, since it needs the official code.
 """
 
-import json
 import math
 import os
 
 import pytest
 import torch
 
-from core.lazy import LazyConfig, instantiate
+from core.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict
+from tests.modeling.official_backbones import config_with_91_classes, convert_backbone_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(ROOT, "projects", "lp_detr", "configs")
@@ -39,29 +39,16 @@ OFFICIAL_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def official_keys():
-    with open(FIXTURE) as f:
-        return json.load(f)
-
-
 def _config(name, directory=CONFIG_DIR):
-    cfg = LazyConfig.load(os.path.join(directory, f"{name}.py"))
-    cfg.model.num_classes = 91
-    cfg.model.backbone.weights = None
-    return cfg
+    return config_with_91_classes(os.path.join(directory, f"{name}.py"))
 
 
 @pytest.mark.parametrize("entry", sorted(CONFIGS))
 def test_official_relation_backbone_keys_convert_onto_ours_exactly(entry, official_keys):
     config, channels, strides = CONFIGS[entry]
     cfg = _config(config)
-    with torch.device("meta"):
-        backbone = instantiate(cfg.model.backbone)
-    ours = {f"backbone.{k}": tuple(v.shape) for k, v in backbone.state_dict().items()}
-    official = {k: torch.empty(shape, device="meta") for k, shape in official_keys[entry].items()}
-    converted = convert_state_dict(official, "relation_detr", reference_keys=ours)
-    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    backbone, ours, converted = convert_backbone_keys(cfg, official_keys[entry], "relation_detr")
+    assert converted == ours
     assert backbone.out_channels == list(cfg.model.neck.in_channels) == channels
     assert backbone.strides == strides
     official_params = sum(math.prod(s) for k, s in official_keys[entry].items() if "relative_position_index" not in k)

@@ -31,7 +31,6 @@ def edit_shared(model, spec: dict, attention_types=(MultiScaleDeformableAttentio
     model.backbone.norm = "FrozenBN" if spec["backbone_frozen_bn"] else "BN"
     model.neck.in_channels = [RESNET_STAGE_CHANNELS[spec["backbone"]][s] for s in spec["backbone_return_layers"]]
     position = spec["position_embedding"]
-    model.position_embedding.num_pos_feats = spec["embed_dim"] // 2
     model.position_embedding.temperature = position["temperature"]
     model.position_embedding.normalize = position["normalize"]
     model.position_embedding.offset = position["offset"]

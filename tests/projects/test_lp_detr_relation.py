@@ -13,8 +13,9 @@ from projects.lp_detr.modeling import (
     box_relation_features,
     pairwise_giou,
 )
+from tests.projects.batches import awkward_batch
 from tests.projects.relation_detr_spec import CONFIG_DIR, small_model_config
-from tests.projects.test_relation_detr_model import _awkward_batch, perturb_zero_init
+from tests.projects.test_relation_detr_model import NUM_CLASSES, perturb_zero_init
 
 LP_MODEL_CONFIG = os.path.join(CONFIG_DIR, "models", "lp_detr_r50.py")
 
@@ -106,7 +107,7 @@ def test_progressive_relation_reduces_to_relation_detr_on_the_same_weights():
     assert missing == ["transformer.decoder.relation.layer_weights"] and not unexpected
     with torch.no_grad():
         lp_model.transformer.decoder.relation.layer_weights.copy_(torch.tensor([1.0, 0.0, 0.0]))
-        inputs = _inputs(_awkward_batch())
+        inputs = _inputs(awkward_batch(NUM_CLASSES))
         expected = relation_model.predict(inputs)
         actual = lp_model.predict(inputs)
     torch.testing.assert_close(actual.dec_logits, expected.dec_logits, atol=1e-6, rtol=0)
@@ -123,7 +124,7 @@ def test_no_relation_heads_is_plain_self_attention():
     boxes = _boxes(1, 4, 0)
     assert torch.equal(relation(boxes, boxes, 1), torch.zeros(1, 8, 4, 4))
     with torch.no_grad():
-        inputs = _inputs(_awkward_batch())
+        inputs = _inputs(awkward_batch(NUM_CLASSES))
         with_k0 = model.predict(inputs)
         model.transformer.decoder.relation = None
         plain = model.predict(inputs)
@@ -168,7 +169,7 @@ def test_lp_detr_training_step_reaches_every_parameter_including_lambda():
     model = instantiate(small_model_config(LP_MODEL_CONFIG))
     perturb_zero_init(model)
     model.train()
-    losses = model(_awkward_batch())
+    losses = model(awkward_batch(NUM_CLASSES))
     sum(losses.values()).backward()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert not [n for n, p in trainable.items() if p.grad is None or p.grad.abs().sum() == 0]

@@ -13,20 +13,17 @@ import torch
 
 from core.lazy import LazyConfig, instantiate
 from projects.lp_detr.modeling import repeat_targets
+from tests.projects.batches import assert_detections_on_awkward_batch, awkward_batch, num_parameters, training_record
 from tests.projects.relation_detr_spec import CONFIG_DIR, r50_model_config, small_model_config
 
 OFFICIAL_R50_4SCALE_PARAMETERS = 48_869_312
 NUM_CLASSES = 5
 
 
-def _num_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_official_r50_4scale_parameter_count():
     cfg = r50_model_config()
     cfg.num_classes = 91
-    assert _num_parameters(instantiate(cfg)) == OFFICIAL_R50_4SCALE_PARAMETERS
+    assert num_parameters(instantiate(cfg)) == OFFICIAL_R50_4SCALE_PARAMETERS
 
 
 def test_weight_dict_matches_the_official_config():
@@ -40,29 +37,6 @@ def test_weight_dict_matches_the_official_config():
     expected.update({f"{k}_enc": v for k, v in base.items()})
     expected.update({f"{k}_hybrid": v for k, v in list(expected.items())})
     assert weights == expected and len(weights) == 78
-
-
-def _record(height, width, boxes, labels, seed):
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
-    return {
-        "image": image,
-        "height": 2 * height,
-        "width": 2 * width,
-        "image_id": seed,
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-    }
-
-
-def _awkward_batch():
-    """No objects, one object, many small objects; three different image sizes."""
-    small = [[x, y, x + 5.0, y + 4.0] for x in range(2, 120, 10) for y in range(3, 90, 11)]
-    return [
-        _record(96, 128, [], [], seed=0),
-        _record(80, 64, [[10.0, 12.0, 50.0, 70.0]], [NUM_CLASSES - 1], seed=1),
-        _record(100, 130, small, [i % NUM_CLASSES for i in range(len(small))], seed=2),
-    ]
 
 
 def perturb_zero_init(model):
@@ -93,7 +67,7 @@ def test_training_step_reaches_every_trainable_parameter(small_model):
     relation = small_model.transformer.decoder.relation
     handle = relation.register_forward_hook(lambda module, args, out: calls.append(out.shape))
     try:
-        losses = small_model(_awkward_batch())
+        losses = small_model(awkward_batch(NUM_CLASSES))
     finally:
         handle.remove()
     # the relation feeds layers 1 and 2 of the one-to-one branch only (none in the hybrid branch)
@@ -113,7 +87,7 @@ def test_training_step_reaches_every_trainable_parameter(small_model):
 
 
 def test_hybrid_branch_runs_in_training_only(small_model):
-    batch = _awkward_batch()
+    batch = awkward_batch(NUM_CLASSES)
     small_model.train()
     with torch.no_grad():
         output = small_model.predict(batch)
@@ -137,38 +111,19 @@ def test_hybrid_targets_are_repeated():
 
 def test_training_without_any_object_and_with_one_image(small_model):
     small_model.train()
-    empty = small_model([_record(64, 96, [], [], seed=4), _record(96, 64, [], [], seed=5)])
+    empty = small_model([training_record(64, 96, [], [], seed=4), training_record(96, 64, [], [], seed=5)])
     assert all(torch.isfinite(v) for v in empty.values())
-    single = small_model([_record(128, 160, [[20.0, 30.0, 90.0, 100.0]], [0], seed=3)])
+    single = small_model([training_record(128, 160, [[20.0, 30.0, 90.0, 100.0]], [0], seed=3)])
     assert torch.isfinite(sum(single.values()))
 
 
 def test_inference_on_awkward_batch(small_model):
-    small_model.eval()
-    batch = _awkward_batch()
-    with torch.no_grad():
-        detections = small_model(batch)
-        alone = small_model(batch[1:2])
-    assert len(detections) == len(batch)
-    for result, record in zip(detections, batch):
-        assert result["boxes"].shape == (50, 4)
-        assert result["scores"].shape == result["labels"].shape == (50,)
-        assert bool(((result["labels"] >= 0) & (result["labels"] < NUM_CLASSES)).all())
-        assert torch.isfinite(result["boxes"]).all()
-        centres_x = (result["boxes"][:, 0] + result["boxes"][:, 2]) / 2
-        assert bool((centres_x <= record["width"] + 1e-3).all())  # in original-image pixels (2x the input)
-    assert alone[0]["boxes"].shape == (50, 4)
+    assert_detections_on_awkward_batch(small_model, NUM_CLASSES, 50)
 
 
-def test_coco_configs_follow_the_official_recipe():
+def test_coco_config_model():
+    """The recipe is tested in tests/configs/test_recipes.py; here, what the model adds to it."""
     cfg12 = LazyConfig.load(os.path.join(CONFIG_DIR, "relation_detr_r50_4scale_12ep.py"))
-    assert cfg12.optimizer.lr == 1e-4 and cfg12.optimizer.weight_decay == 1e-4
-    params = cfg12.optimizer.params
-    assert params.weight_decay_norm == 0 and params.weight_decay_bias == 0
-    assert params.lr_factors == {"backbone": 0.1, "sampling_offsets": 0.1, "reference_points": 0.1}
-    assert cfg12.train.clip_grad.enabled and cfg12.train.clip_grad.params.max_norm == 0.1
-    assert cfg12.lr_multiplier.warmup_iters == 1000
-    assert cfg12.train.epochs == 12 and list(cfg12.lr_multiplier.scheduler.milestones) == [10]
     model = cfg12.model
     assert model.transformer.num_queries == 900 and model.transformer.branches.hybrid.num_proposals == 1500
     assert model.extra_losses.hybrid.assign == 6 and model.num_detections == 300

@@ -16,13 +16,13 @@ from core.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
 from tests.parity_fixtures import (
     LOGIT_TOL,
-    assert_boxes_in_pixels,
-    assert_close,
-    assert_detections,
+    assert_padded_batch_detections,
+    assert_two_stage_intermediates,
     fixture_dir,
     load_case,
     load_spec,
     model_inputs,
+    run_single_image,
 )
 from tests.projects.relation_detr_spec import model_config_from_spec
 
@@ -56,25 +56,13 @@ def test_tiny_spec_parameter_count(model, spec):
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_single_image_intermediates_and_detections(model, case, index):
-    expected = case["expected"][f"single{index}"]
-    inputs = model_inputs([case["images"][index]])
-    with torch.no_grad():
-        output = model.predict(inputs)
-        detections = model(inputs)[0]
+    inputs, output, detections, expected = run_single_image(model, case, index)
     assert "hybrid" not in output.branches  # the hybrid branch is training-only
-    assert_close("enc_logits", output.enc_logits, expected["enc_logits"], LOGIT_TOL)
-    assert_boxes_in_pixels("enc_boxes", output.enc_boxes, expected["enc_boxes"], inputs[0]["image"])
-    assert_close("dec_logits", output.dec_logits, expected["dec_logits"], LOGIT_TOL)
-    assert_boxes_in_pixels("dec_boxes", output.dec_boxes, expected["dec_boxes"], inputs[0]["image"])
-    assert_detections(f"single{index}", detections, expected)
+    assert_two_stage_intermediates(output, detections, expected, inputs[0]["image"])
 
 
 def test_padded_batch_detections(model, case):
-    with torch.no_grad():
-        detections = model(model_inputs(case["images"]))
-    assert len(detections) == len(case["expected"]["batch"])
-    for index, (actual, expected) in enumerate(zip(detections, case["expected"]["batch"])):
-        assert_detections(f"batch[{index}]", actual, expected)
+    assert_padded_batch_detections(model, case)
 
 
 def test_relation_changes_the_decoder(model, case):

@@ -13,19 +13,16 @@ import torch
 
 from core.lazy import LazyConfig, instantiate
 from tests.parity_fixtures import load_spec
+from tests.projects.batches import assert_detections_on_awkward_batch, awkward_batch, num_parameters, training_record
 from tests.projects.salience_detr_spec import ROOT, model_config_from_spec, r50_model_config
 
 OFFICIAL_R50_4SCALE_PARAMETERS = 56_080_495
 
 
-def _num_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_official_r50_4scale_parameter_count():
     cfg = r50_model_config()
     cfg.num_classes = 91
-    assert _num_parameters(instantiate(cfg)) == OFFICIAL_R50_4SCALE_PARAMETERS
+    assert num_parameters(instantiate(cfg)) == OFFICIAL_R50_4SCALE_PARAMETERS
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +31,7 @@ def spec():
 
 
 def test_tiny_spec_parameter_count(spec):
-    assert _num_parameters(instantiate(model_config_from_spec(spec))) == spec["num_parameters"]
-
-
-def _record(height, width, boxes, labels, seed):
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
-    return {
-        "image": image,
-        "height": 2 * height,
-        "width": 2 * width,
-        "image_id": seed,
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-    }
-
-
-def _awkward_batch(num_classes):
-    """No objects, one object, many small objects; three different image sizes."""
-    small = [[x, y, x + 5.0, y + 4.0] for x in range(2, 120, 10) for y in range(3, 90, 11)]
-    return [
-        _record(96, 128, [], [], seed=0),
-        _record(80, 64, [[10.0, 12.0, 50.0, 70.0]], [num_classes - 1], seed=1),
-        _record(100, 130, small, [i % num_classes for i in range(len(small))], seed=2),
-    ]
+    assert num_parameters(instantiate(model_config_from_spec(spec))) == spec["num_parameters"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +49,7 @@ def tiny_model(spec):
 def test_training_step_reaches_every_trainable_parameter(tiny_model, spec):
     tiny_model.train()
     tiny_model.zero_grad()
-    losses = tiny_model(_awkward_batch(spec["num_classes"]))
+    losses = tiny_model(awkward_batch(spec["num_classes"]))
     expected = {"loss_class", "loss_bbox", "loss_giou", "loss_class_enc", "loss_class_dn", "loss_class_dn_0"}
     assert expected | {"loss_class_0", "loss_salience"} <= set(losses)
     assert set(losses) <= set(tiny_model.criterion.weight_dict)
@@ -95,44 +69,21 @@ def test_training_step_reaches_every_trainable_parameter(tiny_model, spec):
 
 
 def test_inference_on_awkward_batch(tiny_model, spec):
-    tiny_model.eval()
-    batch = _awkward_batch(spec["num_classes"])
-    with torch.no_grad():
-        detections = tiny_model(batch)
-        alone = tiny_model(batch[1:2])
-    assert len(detections) == len(batch)
-    for result, record in zip(detections, batch):
-        assert result["boxes"].shape == (spec["postprocess_topk"], 4)
-        assert result["scores"].shape == result["labels"].shape == (spec["postprocess_topk"],)
-        assert bool(((result["labels"] >= 0) & (result["labels"] < spec["num_classes"])).all())
-        assert torch.isfinite(result["boxes"]).all()
-        centres_x = (result["boxes"][:, 0] + result["boxes"][:, 2]) / 2
-        assert bool((centres_x <= record["width"] + 1e-3).all())  # in original-image pixels (2x the input)
-    assert alone[0]["boxes"].shape == (spec["postprocess_topk"], 4)
+    assert_detections_on_awkward_batch(tiny_model, spec["num_classes"], spec["postprocess_topk"])
 
 
 def test_single_image_training_batch_of_one(tiny_model, spec):
     tiny_model.train()
-    losses = tiny_model([_record(128, 160, [[20.0, 30.0, 90.0, 100.0]], [0], seed=3)])
+    losses = tiny_model([training_record(128, 160, [[20.0, 30.0, 90.0, 100.0]], [0], seed=3)])
     assert torch.isfinite(sum(losses.values()))
 
 
 CONFIG_DIR = os.path.join(ROOT, "projects", "salience_detr", "configs")
 
 
-def test_coco_configs_follow_the_official_recipe():
+def test_coco_config_model():
+    """The recipe is tested in tests/configs/test_recipes.py; here, what the model adds to it."""
     cfg12 = LazyConfig.load(os.path.join(CONFIG_DIR, "salience_detr_r50_4scale_12ep.py"))
-    assert cfg12.optimizer.lr == 1e-4 and cfg12.optimizer.weight_decay == 1e-4
-    assert cfg12.train.lr_reference_batch_size == 10 and cfg12.dataloader.train.total_batch_size == 10
-    params = cfg12.optimizer.params
-    assert params.weight_decay_norm == 0 and params.weight_decay_bias == 0
-    assert params.lr_factors == {"backbone": 0.1, "sampling_offsets": 0.1, "reference_points": 0.1}
-    assert cfg12.train.clip_grad.enabled and cfg12.train.clip_grad.params.max_norm == 0.1
-    assert cfg12.lr_multiplier.warmup_iters == 1000
-    assert cfg12.train.epochs == 12 and list(cfg12.lr_multiplier.scheduler.milestones) == [10]
-    cfg24 = LazyConfig.load(os.path.join(CONFIG_DIR, "salience_detr_r50_4scale_24ep.py"))
-    assert cfg24.train.epochs == 24 and list(cfg24.lr_multiplier.scheduler.milestones) == [20]
-    assert cfg24.lr_multiplier.scheduler.num_updates == 24
     assert cfg12.model.criterion.weight_dict.num_decoder_layers == 6  # interpolated from the decoder
     assert cfg12.model.transformer.decoder.num_classes == cfg12.model.num_classes == 80
 

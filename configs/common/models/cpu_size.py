@@ -19,7 +19,6 @@ def cpu_sized(model, embed_dim: int = 128, num_queries: int = 100, num_layers: i
         width=32, depths=(2, 2, 2, 2), out_features=("layer2", "layer3", "layer4"), norm="BN"
     )
     model.neck.in_channels = (64, 128, 256)  # BasicResNet: width * (2, 4, 8)
-    model.position_embedding.num_pos_feats = embed_dim // 2
     model.num_detections = num_queries
     model.denoising.denoising_nums = 50
     transformer = model.transformer

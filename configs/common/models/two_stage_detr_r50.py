@@ -34,7 +34,9 @@ model = L(TwoStageDETR)(
         kernel_size=1,
         num_groups=32,
     ),
-    position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True, offset=-0.5),
+    position_embedding=L(PositionEmbeddingSine)(
+        embed_dim="${..transformer.embed_dim}", temperature=10000, normalize=True, offset=-0.5
+    ),
     transformer=L(TwoStageTransformer)(
         encoder=L(DeformableEncoder)(
             layer=encoder_layer("${....embed_dim}", "${....num_feature_levels}"),

@@ -244,8 +244,10 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
         normalize_lambda: softmax the weights of each layer over the three scopes.
         medium_form: ``"distance"`` or ``"log"`` (see above).
         global_value: the constant feature value of the global relation.
-        num_heads, sine_dim, temperature, scale, eps, with_giou, num_relation_heads, chunk_size, checkpoint, backend:
-            as for :class:`BoxRelationEmbedding`.
+        with_giou: as for :class:`BoxRelationEmbedding` (on by default here).
+        relation_args: the other arguments of :class:`BoxRelationEmbedding` (``num_heads``, ``sine_dim``,
+            ``temperature``, ``scale``, ``eps``, ``num_relation_heads``, ``chunk_size``, ``checkpoint``,
+            ``backend``).
     """
 
     MEDIUM_FORMS = ("distance", "log")
@@ -253,33 +255,14 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
     def __init__(
         self,
         num_layers: int,
-        num_heads: int = 8,
-        sine_dim: int = 16,
-        temperature: float = 10000.0,
-        scale: float = 100.0,
-        eps: float = RELATION_EPS,
-        with_giou: bool = True,
-        num_relation_heads: int | None = None,
         lambda_init: float = 0.33,
         normalize_lambda: bool = False,
         medium_form: str = "distance",
         global_value: float = 1.0,
-        chunk_size: int | None = None,
-        checkpoint: bool = False,
-        backend: str = "pytorch",
+        with_giou: bool = True,
+        **relation_args,
     ):
-        super().__init__(
-            num_heads=num_heads,
-            sine_dim=sine_dim,
-            temperature=temperature,
-            scale=scale,
-            eps=eps,
-            with_giou=with_giou,
-            num_relation_heads=num_relation_heads,
-            chunk_size=chunk_size,
-            checkpoint=checkpoint,
-            backend=backend,
-        )
+        super().__init__(with_giou=with_giou, **relation_args)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if medium_form not in self.MEDIUM_FORMS:

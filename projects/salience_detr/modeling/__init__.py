@@ -2,6 +2,7 @@
 
 from .background_embedding import BackgroundEmbedding
 from .filtered_encoder import SalienceEncoder, SalienceEncoderLayer, SelectedTokenAttention
+from .focus_supervision import FocusForegroundLoss, foreground_targets
 from .redundancy_removal import RedundancyRemovalSelector, unit_boxes
 from .salience_prediction import SaliencePredictor, TopDownSalience
 from .salience_supervision import (
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_LIMIT_RANGE",
     "BackgroundEmbedding",
     "CSPRepLayer",
+    "FocusForegroundLoss",
     "GlobalContextGate",
     "HierarchicalTokenFilter",
     "RedundancyRemovalSelector",
@@ -33,6 +35,7 @@ __all__ = [
     "TokenSelection",
     "TopDownSalience",
     "feature_strides",
+    "foreground_targets",
     "salience_focal_loss",
     "salience_target_maps",
     "unit_boxes",

@@ -39,11 +39,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from modeling.box_ops import box_cxcywh_to_xyxy
 from modeling.losses import sigmoid_focal_loss
+
+from .salience_supervision import ScoreMapLoss, target_inputs
 
 LimitRange = Sequence[tuple[float, float]]
 
@@ -252,7 +254,7 @@ def foreground_loss(
     return elementwise.sum() / positives.sum().clamp(min=1)
 
 
-class FocusForegroundLoss(nn.Module):
+class FocusForegroundLoss(ScoreMapLoss):
     """Focus DETR's foreground supervision with the interface of ``SalienceLoss``.
 
     Defaults are Focus DETR's (official code, ``huawei-noah/noah-research`` ``Focus-DETR/projects/focus_detr/
@@ -301,41 +303,18 @@ class FocusForegroundLoss(nn.Module):
         self.normalization = normalization
         self.ignore_padding = ignore_padding
 
-    def targets(
-        self,
-        logits: Sequence[Tensor],
-        targets: Sequence[dict],
-        strides: Sequence[tuple[float, float]],
-        image_sizes: Sequence[tuple[int, int]],
-    ) -> list[Tensor]:
+    def targets(self, logits, targets, strides, image_sizes) -> list[Tensor]:
         """Per level, ``[B, h_l, w_l]`` float32 binary targets for ``logits`` (arguments as :meth:`forward`)."""
-        shapes = [tuple(x.shape[-2:]) for x in logits]
-        boxes = [t["boxes"].to(logits[0].device) for t in targets]
+        shapes, boxes = target_inputs(logits, targets)
         return foreground_targets(boxes, image_sizes, shapes, strides, self.limit_range, self.center_sampling_radius)
 
-    def forward(
-        self,
-        logits: Sequence[Tensor],
-        targets: Sequence[dict],
-        strides: Sequence[tuple[float, float]],
-        image_sizes: Sequence[tuple[int, int]],
-    ) -> dict[str, Tensor]:
-        """Computes ``{"loss_salience": scalar}`` (unweighted).
-
-        Args:
-            logits: per level, finest first, ``[B, 1, h_l, w_l]`` foreground logits of the padded batch.
-            targets: per image, a dict whose ``"boxes"`` are ``[M_i, 4]`` normalised cxcywh.
-            strides: per level, ``(stride_y, stride_x)``.
-            image_sizes: per image, unpadded ``(h_i, w_i)``.
-        """
-        with torch.no_grad():
-            maps = self.targets(logits, targets, strides, image_sizes)
-            valid = None
-            if self.ignore_padding:
-                shapes = [tuple(x.shape[-2:]) for x in logits]
-                valid = [~m for m in padding_masks(image_sizes, shapes, strides, device=logits[0].device)]
-        loss = foreground_loss(logits, maps, valid, self.loss_type, self.alpha, self.gamma, self.normalization)
-        return {"loss_salience": loss}
+    def loss(self, logits, maps, strides, image_sizes) -> Tensor:
+        """Focus DETR's loss of the foreground logits (padding ignored with ``ignore_padding``)."""
+        valid = None
+        if self.ignore_padding:
+            shapes = [tuple(x.shape[-2:]) for x in logits]
+            valid = [~m for m in padding_masks(image_sizes, shapes, strides, device=logits[0].device)]
+        return foreground_loss(logits, maps, valid, self.loss_type, self.alpha, self.gamma, self.normalization)
 
     def extra_repr(self) -> str:
         return (

@@ -30,6 +30,8 @@ DEFAULT_LIMIT_RANGE: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (12
 __all__ = [
     "DEFAULT_LIMIT_RANGE",
     "SalienceLoss",
+    "ScoreMapLoss",
+    "target_inputs",
     "feature_strides",
     "salience_focal_loss",
     "salience_target_maps",
@@ -169,7 +171,51 @@ def salience_focal_loss(
     return sigmoid_focal_loss(flat_logits, flat_targets, alpha, gamma).sum() / num_pos
 
 
-class SalienceLoss(nn.Module):
+class ScoreMapLoss(nn.Module):
+    """Base of the supervisions of per-level token-score maps by boxes: targets from the boxes (no gradient), then
+    a loss of the logits against them, returned as ``loss_salience``. Subclasses define :meth:`targets` and
+    :meth:`loss`."""
+
+    def forward(
+        self,
+        logits: Sequence[Tensor],
+        targets: Sequence[dict],
+        strides: Sequence[tuple[float, float]],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> dict[str, Tensor]:
+        """Computes ``{"loss_salience": scalar}`` (unweighted).
+
+        Args:
+            logits: per level, finest first, ``[B, 1, H_l, W_l]`` score logits of the padded batch.
+            targets: per image, a dict whose ``"boxes"`` are ``[M_i, 4]`` normalised cxcywh.
+            strides: per level, ``(stride_y, stride_x)``; see :func:`feature_strides`.
+            image_sizes: per image, unpadded ``(h_i, w_i)``.
+        """
+        with torch.no_grad():
+            maps = self.targets(logits, targets, strides, image_sizes)
+        return {"loss_salience": self.loss(logits, maps, strides, image_sizes)}
+
+    def targets(
+        self,
+        logits: Sequence[Tensor],
+        targets: Sequence[dict],
+        strides: Sequence[tuple[float, float]],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Tensor]:
+        """Per level, ``[B, H_l, W_l]`` target maps for ``logits`` (arguments as :meth:`forward`)."""
+        raise NotImplementedError
+
+    def loss(self, logits: Sequence[Tensor], maps: Sequence[Tensor], strides, image_sizes) -> Tensor:
+        """The scalar loss of ``logits`` against the target ``maps``."""
+        raise NotImplementedError
+
+
+def target_inputs(logits: Sequence[Tensor], targets: Sequence[dict]) -> tuple[list[tuple[int, int]], list[Tensor]]:
+    """The map shapes of ``logits`` and the targets' boxes on their device: what the target functions take."""
+    return [tuple(x.shape[-2:]) for x in logits], [t["boxes"].to(logits[0].device) for t in targets]
+
+
+class SalienceLoss(ScoreMapLoss):
     """Salience DETR's salience supervision: targets from boxes, then a focal loss.
 
     Args:
@@ -193,28 +239,16 @@ class SalienceLoss(nn.Module):
         self.gamma = gamma
         self.noise_scale = noise_scale
 
-    def forward(
-        self,
-        logits: Sequence[Tensor],
-        targets: Sequence[dict],
-        strides: Sequence[tuple[float, float]],
-        image_sizes: Sequence[tuple[int, int]],
-    ) -> dict[str, Tensor]:
-        """Computes ``{"loss_salience": scalar}`` (unweighted).
+    def targets(self, logits, targets, strides, image_sizes) -> list[Tensor]:
+        """Scale-independent salience targets (plus noise, with ``noise_scale``)."""
+        shapes, boxes = target_inputs(logits, targets)
+        maps = salience_target_maps(boxes, image_sizes, shapes, strides, self.limit_range)
+        return [self._add_noise(m) for m in maps]
 
-        Args:
-            logits: per level, ``[B, 1, H_l, W_l]`` salience logits of the padded batch.
-            targets: per image, a dict whose ``"boxes"`` are ``[M_i, 4]`` normalised cxcywh.
-            strides: per level, ``(stride_y, stride_x)``; see :func:`feature_strides`.
-            image_sizes: per image, unpadded ``(h_i, w_i)``.
-        """
-        shapes = [tuple(x.shape[-2:]) for x in logits]
-        boxes = [t["boxes"].to(logits[0].device) for t in targets]
-        with torch.no_grad():
-            maps = salience_target_maps(boxes, image_sizes, shapes, strides, self.limit_range)
-            maps = [self._add_noise(m) for m in maps]
-        loss = salience_focal_loss(logits, maps, self.alpha, self.gamma, positive_threshold=0.5 * self.noise_scale)
-        return {"loss_salience": loss}
+    def loss(self, logits, maps, strides, image_sizes) -> Tensor:
+        """The focal loss of the salience logits (cells above ``noise_scale / 2`` count as positive)."""
+        del strides, image_sizes
+        return salience_focal_loss(logits, maps, self.alpha, self.gamma, positive_threshold=0.5 * self.noise_scale)
 
     def _add_noise(self, target: Tensor) -> Tensor:
         if self.noise_scale == 0:
