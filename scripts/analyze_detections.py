@@ -18,9 +18,7 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from engine.defaults import add_dataset_arguments, dataset_from_args, results_from_args  # noqa: E402
 from evaluation.analysis import (  # noqa: E402

@@ -23,9 +23,7 @@ import os
 import sys
 from collections import Counter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from core.fileio import write_json  # noqa: E402
 from data.yolo import coco_dict_to_yolo, yolo_to_coco_dict  # noqa: E402

@@ -20,9 +20,7 @@ import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 from data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from data.mapper import read_image  # noqa: E402

@@ -21,9 +21,9 @@ import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+)  # the repository root
 
 from core.fileio import read_json  # noqa: E402
 from projects.lp_detr.visualization import save_relation_weights_plot  # noqa: E402
