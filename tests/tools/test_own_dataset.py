@@ -19,6 +19,7 @@ import torch
 
 from core.lazy import LazyConfig
 from data import MetadataCatalog
+from data.preflight import BadImagesError
 from engine.defaults import default_argument_parser
 from tests.tools.own_data_helpers import OracleDetector, make_own_data, own_data_opts
 from tests.tools.train_net_helpers import CONFIG as CENTERNET_CONFIG
@@ -307,6 +308,30 @@ def test_warmup_longer_than_the_run_names_the_key(own_data, tmp_path):
     opts = [*own_data_opts(own_data), f"train.output_dir={tmp_path}", "train.max_iter=20"]
     with pytest.raises(ValueError, match=r"lr_multiplier.warmup_iters=50 must be smaller than the run's 20 iterations"):
         _main("--config-file", CENTERNET_CONFIG, *opts)
+
+
+def test_bad_image_stops_the_run_before_training_and_the_readme_switch_skips_the_check(tmp_path):
+    data = make_own_data(str(tmp_path / "data"), (2, 5), num_train=4, num_val=2)
+    json_file, _ = data["train"]
+    with open(json_file) as f:
+        coco = json.load(f)
+    coco["images"][0]["height"] += 1  # the json disagrees with the file
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    bad = coco["images"][0]["file_name"]
+    out = tmp_path / "out"
+    opts = [*own_data_opts(data), f"train.output_dir={out}", "train.max_iter=1", "lr_multiplier.warmup_iters=0"]
+    opts += ["~dataloader.evaluator", "dataloader.train.num_workers=0", "dataloader.train.total_batch_size=4"]
+    with pytest.raises(BadImagesError, match=rf"{bad}: json says") as error:
+        _main("--config-file", CENTERNET_CONFIG, *opts)
+    assert not (out / "metrics.json").exists()
+    switch = "dataloader.train.dataset.check_images=False dataloader.test.dataset.check_images=False"
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert switch in f.read()  # the README's words turn it off
+    assert all(key in str(error.value) for key in switch.split())
+    with pytest.raises(ValueError, match=r"its dataset dict says") as later:  # the mapper meets the file instead
+        _main("--config-file", CENTERNET_CONFIG, *opts, *switch.split())
+    assert not isinstance(later.value, BadImagesError)
 
 
 def test_backbone_download_failure_says_how_to_do_without(monkeypatch):

@@ -18,7 +18,7 @@ from evaluation import COCOEvaluator
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train"),
+    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", check_images=True),
     mapper=L(DetrDatasetMapper)(
         augmentation=[
             L(RandomFlip)(),
@@ -45,7 +45,7 @@ dataloader.train = L(build_detection_train_loader)(
 )
 
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
+    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False, check_images=True),
     mapper=L(DetrDatasetMapper)(
         augmentation=[L(ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
         is_train=False,
