@@ -116,6 +116,7 @@ class Metadata:
         if old is not _MISSING and old != value:
             raise ValueError(f"Metadata '{key}' of dataset '{self.name}' cannot be changed from {old!r} to {value!r}")
         object.__setattr__(self, key, value)
+        self._providers.pop(key, None)  # a value set outright needs no deriving
 
     def set(self, **kwargs: Any) -> Metadata:
         for k, v in kwargs.items():

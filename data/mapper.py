@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
@@ -12,11 +14,21 @@ from torchvision.transforms import v2
 
 from .transforms import RandomChoice, build_augmentation
 
-__all__ = ["DetrDatasetMapper", "read_image", "read_image_size", "annotations_to_targets"]
+__all__ = ["IMAGE_EXTENSIONS", "DetrDatasetMapper", "read_image", "read_image_size", "annotations_to_targets"]
+
+#: file extensions (lower case) of the images the project reads: what :func:`read_image` decodes
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
+# formats torchvision's decoder reads (PIL reads the others, e.g. BMP and TIFF); it applies the EXIF orientation
+# to the first three only
+_TORCHVISION_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
+_TORCHVISION_EXIF_FORMATS = ("JPEG", "MPO", "PNG")
 
 
 def read_image(file_name: str) -> torch.Tensor:
-    """Reads an image file as RGB with its EXIF orientation applied.
+    """Reads an image file as RGB with its EXIF orientation applied where the decoder applies it.
+
+    torchvision's decoder reads JPEG, PNG, WEBP and GIF and applies the EXIF orientation to JPEG and PNG; PIL reads
+    the other formats (e.g. BMP, TIFF) as it loads them (recent Pillow applies a TIFF's orientation itself).
 
     Returns:
         uint8 tensor of shape [3, H, W].
@@ -38,7 +50,25 @@ def read_image(file_name: str) -> torch.Tensor:
             buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as e:
-        raise ValueError(f"Cannot decode image {file_name}: {e}") from e
+        decoded = _read_with_pil(data)
+        if decoded is None:
+            raise ValueError(f"Cannot decode image {file_name}: {e}") from e
+        return decoded
+
+
+def _read_with_pil(data: bytes) -> torch.Tensor | None:
+    """``[3, H, W]`` uint8 RGB of an image in a format torchvision does not decode, as PIL loads it; None when PIL
+    cannot read it either, or when it is a format torchvision reads (then the file is broken)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format in _TORCHVISION_FORMATS:
+                return None
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -49,7 +79,7 @@ def read_image_size(file_name: str) -> tuple[int, int]:
     """``(height, width)`` of an image file as :func:`read_image` returns it, from its header only.
 
     The pixels are not decoded: PIL parses the header (and the EXIF orientation, which swaps height and width
-    for the rotating orientations, as :func:`read_image` applies it).
+    for the rotating orientations where :func:`read_image` applies it: JPEG and PNG; PIL's own size otherwise).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -71,13 +101,15 @@ def read_image_size(file_name: str) -> tuple[int, int]:
 
 
 def _exif_orientation(img) -> int:
-    """The EXIF orientation of an opened PIL image, without decoding its pixels.
+    """The EXIF orientation of an opened PIL image as :func:`read_image` applies it, without decoding pixels.
 
     For a PNG, PIL's ``getexif()`` decodes the whole image to look for an eXIf chunk after the pixel data; the
     chunk before the pixels (in ``img.info``, the one torchvision's decoder applies) is read instead.
     """
     from PIL import Image
 
+    if img.format not in _TORCHVISION_EXIF_FORMATS:
+        return 1  # read_image does not rotate it, or PIL's size already is the loaded one
     if img.format != "PNG":
         return int(img.getexif().get(_EXIF_ORIENTATION, 1))
     exif = Image.Exif()

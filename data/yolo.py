@@ -48,11 +48,10 @@ from core.fileio import write_json
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .coco import CATEGORY_KEYS, category_metadata, load_coco_json
-from .mapper import read_image_size
+from .mapper import IMAGE_EXTENSIONS, read_image_size
 
 __all__ = [
     "COORD_TOLERANCE",
-    "IMAGE_EXTENSIONS",
     "coco_dict_to_yolo",
     "default_label_dir",
     "parse_yolo_line",
@@ -64,8 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: image file extensions (lower case) taken as images of a YOLO dataset; other files are ignored
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
 #: how far a normalised coordinate may lie outside [0, 1] (rounding of exporters) before it is an error
 COORD_TOLERANCE = 1e-3
 _MAX_LISTED = 200  # problems listed in one error message (the count is always complete)
@@ -359,7 +356,7 @@ def yolo_to_coco_dict(
     """Converts a YOLO detection (or segmentation) dataset to a COCO instances dict.
 
     Args:
-        image_dir: folder of the images (searched recursively; see :data:`IMAGE_EXTENSIONS`).
+        image_dir: folder of the images (searched recursively; see :data:`data.mapper.IMAGE_EXTENSIONS`).
         label_dir: folder of the label files; default :func:`default_label_dir` of ``image_dir``.
         class_names: the class names, or the path of a class file (see :func:`read_yolo_classes`).
         num_workers: threads reading image headers and label files (default ``min(32, cpus + 4)``).

@@ -15,9 +15,9 @@ import glob
 import os
 from collections.abc import Sequence
 
-__all__ = ["IMAGE_EXTENSIONS", "add_inference_arguments", "collect_inputs", "output_name"]
+from data.mapper import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+__all__ = ["IMAGE_EXTENSIONS", "add_inference_arguments", "collect_inputs", "output_name"]
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, config_help: str, output_help: str) -> None:

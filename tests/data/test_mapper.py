@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.mapper import DetrDatasetMapper
+from data.mapper import IMAGE_EXTENSIONS, DetrDatasetMapper, read_image, read_image_size
 from data.transforms import Crop, RandomFlip, ResizeShortestEdge
 
 
@@ -88,6 +88,38 @@ def test_exif_orientation_applied(tmp_path):
     Image.new("RGB", (40, 20), (200, 10, 10)).save(path, exif=exif)
     out = DetrDatasetMapper([], is_train=False)({"file_name": str(path), "height": 40, "width": 20, "image_id": 1})
     assert out["image"].shape == (3, 40, 20)
+
+
+@pytest.mark.parametrize(
+    "fmt, ext", [("BMP", "bmp"), ("TIFF", "tif"), ("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")]
+)
+def test_every_listed_format_reads_as_its_pixels(tmp_path, fmt, ext):
+    """BMP and TIFF are not torchvision's: PIL reads them; lossless formats give back the exact pixels."""
+    assert f".{ext}" in IMAGE_EXTENSIONS
+    pixels = np.random.default_rng(1).integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
+    path = tmp_path / f"image.{ext}"
+    Image.fromarray(pixels).save(path, format=fmt, **({"quality": 100} if fmt in ("JPEG", "WEBP") else {}))
+    image = read_image(str(path))
+    assert image.dtype == torch.uint8 and image.shape == (3, 30, 50) == (3, *read_image_size(str(path)))
+    if fmt in ("BMP", "TIFF", "PNG"):
+        assert torch.equal(image, torch.from_numpy(pixels).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("fmt, ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("TIFF", "tif")])
+def test_header_size_agrees_with_the_decoded_image_under_exif_rotation(tmp_path, fmt, ext):
+    """The pre-flight size (header only) is the size read_image returns, whichever decoder applies the EXIF."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"rotated.{ext}"
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(path, format=fmt, exif=exif.tobytes())
+    assert tuple(read_image(str(path)).shape[1:]) == read_image_size(str(path))
+
+
+def test_a_broken_file_of_a_torchvision_format_is_not_read_by_pil(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(ValueError, match="broken.png"):
+        read_image(str(path))
 
 
 def test_missing_file(tmp_path):
