@@ -83,10 +83,14 @@ class HybridMatchingLoss(nn.Module):
         self.suffix = suffix
 
     def forward(self, output: TransformerOutput, targets: Sequence[dict], batch, model: nn.Module) -> dict[str, Tensor]:
-        """Unweighted losses of the branch (none when it did not run)."""
+        """Unweighted losses of the branch (the losses run in training, where the branch always runs)."""
         del batch
         branch = output.branches.get(self.branch)
         if branch is None:
-            return {}
+            raise ValueError(
+                f"HybridMatchingLoss matches the predictions of the transformer branch {self.branch!r}, but the "
+                f"transformer returned branches {sorted(output.branches)}: add the branch "
+                f"(model.transformer.branches.{self.branch}) or remove the loss"
+            )
         losses = model.criterion(model.criterion_inputs(branch, None), repeat_targets(targets, self.assign))
         return {f"{name}{self.suffix}": value for name, value in losses.items()}
