@@ -1,4 +1,5 @@
-"""The official DETR recipe (``configs/common/recipes``), which every COCO config of both papers uses as it is."""
+"""The official DETR recipe (``configs/common/recipes``), which the R50 COCO configs of both papers and the DINO
+baseline use as it is."""
 
 import os
 

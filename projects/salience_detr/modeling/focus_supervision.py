@@ -295,6 +295,7 @@ class FocusForegroundLoss(ScoreMapLoss):
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if center_sampling_radius is not None and not center_sampling_radius > 0:
             raise ValueError(f"center_sampling_radius must be positive or None, got {center_sampling_radius}")
+        self.overlap = overlap
         self.limit_range = overlapping_limit_range(limit_range, overlap)
         self.center_sampling_radius = center_sampling_radius
         self.loss_type = loss_type
