@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["autocast", "default_amp_dtype", "resolve_device"]
+
+
+def default_amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The mixed-precision dtype of ``train.amp.enabled``: float16 on CUDA, bfloat16 elsewhere (CPU)."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def autocast(device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None) -> torch.autocast:
+    """``torch.autocast`` on ``device``'s type with :func:`default_amp_dtype` (or ``dtype``); a no-op when not
+    ``enabled``. The models keep what is unsafe in low precision in float32 themselves (losses, box relations)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=dtype or default_amp_dtype(device), enabled=enabled)
 
 
 def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:

@@ -56,6 +56,12 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
     parser.add_argument("--resume", action="store_true", help="resume from the last checkpoint in train.output_dir")
     parser.add_argument("--eval-only", action="store_true", help="evaluate train.init_checkpoint (or the last one)")
     parser.add_argument(
+        "--fuse",
+        action="store_true",
+        help="with --eval-only: fold the batch norms into the convolutions (and merge RepVGG branches) before "
+        "evaluating; faster, the same results up to float rounding (never applied to a model that trains)",
+    )
+    parser.add_argument(
         "--num-gpus", type=int, default=1, help="processes per machine (GPUs; CPU workers without CUDA)"
     )
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")

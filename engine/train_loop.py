@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core import comm
+from core.device import autocast, default_amp_dtype
 
 from .events import EventStorage, get_event_storage
 
@@ -283,13 +284,13 @@ class AMPTrainer(SimpleTrainer):
         super().__init__(model, data_loader, optimizer, **kwargs)
         device = next(model.parameters()).device
         self.device_type = device.type
-        self.amp_dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+        self.amp_dtype = amp_dtype or default_amp_dtype(device)
         if grad_scaler is None:
             grad_scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.grad_scaler = grad_scaler
 
     def _forward(self, data):
-        with torch.autocast(device_type=self.device_type, dtype=self.amp_dtype):
+        with autocast(self.device_type, dtype=self.amp_dtype):
             loss_dict, losses = super()._forward(data)
         return loss_dict, losses
 

@@ -44,17 +44,20 @@ _LOSS_KEYS = {"class": ("loss_class",), "boxes": ("loss_bbox", "loss_giou")}
 Indices = list[tuple[Tensor, Tensor]]
 
 
-def num_boxes_for_normalisation(targets: Sequence[Mapping[str, Tensor]], device: torch.device) -> float:
+def num_boxes_for_normalisation(
+    targets: Sequence[Mapping[str, Tensor]], device: torch.device, dtype: torch.dtype = torch.float32
+) -> float:
     """Number of target boxes per process: the batch total, averaged over distributed processes, at least 1.
 
     Args:
         targets: per-image dicts with ``labels`` ``[T_b]``.
         device: device of the all-reduce (the model's).
+        dtype: floating dtype of the all-reduce and the average (float32, or float64 for a float64 model).
 
     Returns:
         The normaliser as a Python float.
     """
-    total = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], dtype=torch.float, device=device)
+    total = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], dtype=dtype, device=device)
     world_size = 1
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
@@ -245,6 +248,7 @@ class DetrCriterion(nn.Module):
             ``{"loss_class": scalar}``: the loss summed over queries and classes, divided by ``num_boxes``.
         """
         logits = outputs["pred_logits"]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 under autocast
         matched = _matched_query_index(indices)
         onehot = torch.zeros_like(logits)
         onehot[matched + (_matched_targets(targets, indices, "labels"),)] = 1
@@ -333,7 +337,8 @@ class DetrCriterion(nn.Module):
         groups = int(dn_metas["denoising_groups"])
         device = dn_output["pred_logits"].device
         if num_boxes is None:
-            num_boxes = num_boxes_for_normalisation(targets, device)
+            dtype = torch.promote_types(dn_output["pred_logits"].dtype, torch.float32)
+            num_boxes = num_boxes_for_normalisation(targets, device, dtype)
         indices = denoising_indices(targets, groups, int(dn_metas["max_gt_num_per_image"]), device)
         normaliser = num_boxes * max(groups, 1)
         losses = _suffixed(self.set_losses(dn_output, targets, normaliser, indices), "_dn")
@@ -365,7 +370,9 @@ class DetrCriterion(nn.Module):
         if logits.shape[-1] != self.num_classes:
             raise ValueError(f"DetrCriterion: pred_logits has {logits.shape[-1]} classes, expected {self.num_classes}")
         self._check_targets(targets, logits.shape[0])
-        num_boxes = num_boxes_for_normalisation(targets, logits.device)
+        num_boxes = num_boxes_for_normalisation(
+            targets, logits.device, torch.promote_types(logits.dtype, torch.float32)
+        )
         losses = self.set_losses(outputs, targets, num_boxes)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update(_suffixed(self.set_losses(aux, targets, num_boxes), f"_{i}"))

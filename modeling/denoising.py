@@ -208,7 +208,9 @@ class ContrastiveDenoising(nn.Module):
         prob = self.label_noise_prob * 0.5
         if prob <= 0:
             return labels
-        resample = torch.rand_like(labels.float()) < prob
+        # uniform draws in the model's dtype (at least float32), as ``rand_like`` of the boxes below
+        dtype = torch.promote_types(self.label_encoder.weight.dtype, torch.float32)
+        resample = torch.rand(labels.shape, dtype=dtype, device=labels.device) < prob
         random_labels = torch.randint_like(labels, 0, self.num_classes)
         return torch.where(resample, random_labels, labels)
 
@@ -226,7 +228,7 @@ class ContrastiveDenoising(nn.Module):
             return boxes
         half_size = boxes[:, 2:] / 2
         max_shift = torch.cat([half_size, half_size], dim=1)
-        sign = torch.randint_like(boxes, low=0, high=2, dtype=torch.float32) * 2.0 - 1.0
+        sign = torch.randint_like(boxes, low=0, high=2) * 2.0 - 1.0
         magnitude = torch.rand_like(boxes) + negative[:, None].to(boxes.dtype)
         corners = box_cxcywh_to_xyxy(boxes) + (magnitude * sign) * max_shift * self.box_noise_scale
         return box_xyxy_to_cxcywh(corners.clamp(min=0.0, max=1.0))

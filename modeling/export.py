@@ -16,12 +16,12 @@ that ``torch.onnx.export`` can trace it (``scripts/export_onnx.py``):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modeling.layers import module_attributes, reference_kernels
 from modeling.postprocess import topk_detections
 from modeling.preprocess import ImageBatch
 
@@ -29,7 +29,6 @@ __all__ = [
     "ExportableDetector",
     "OUTPUT_NAMES",
     "RAW_OUTPUT_NAMES",
-    "has_size_dependent_token_budget",
     "static_token_budget",
 ]
 
@@ -79,7 +78,7 @@ class ExportableDetector(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         """``(scores, labels, boxes[, pred_logits, pred_boxes])``; see the module docstring."""
-        with static_token_budget(self.model):
+        with static_token_budget(self.model), reference_kernels(self.model):
             return self._detect(image)
 
     @torch.no_grad()
@@ -99,25 +98,6 @@ class ExportableDetector(nn.Module):
         return detections
 
 
-def _budget_modules(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if hasattr(m, "static_budget")]
-
-
-def has_size_dependent_token_budget(model: nn.Module) -> bool:
-    """Whether the model keeps an image-size-dependent number of tokens (a module with a ``static_budget`` flag,
-    e.g. Salience DETR's filtered encoder), which the export computes with the canvas's static budget."""
-    return bool(_budget_modules(model))
-
-
-@contextlib.contextmanager
-def static_token_budget(model: nn.Module) -> Iterator[None]:
+def static_token_budget(model: nn.Module) -> contextlib.AbstractContextManager[list[nn.Module]]:
     """Within the ``with`` block, every module of ``model`` with a ``static_budget`` flag has it set."""
-    modules = _budget_modules(model)
-    previous = [m.static_budget for m in modules]
-    for module in modules:
-        module.static_budget = True
-    try:
-        yield
-    finally:
-        for module, value in zip(modules, previous):
-            module.static_budget = value
+    return module_attributes(model, "static_budget", True)

@@ -108,7 +108,9 @@ class HungarianMatcher(nn.Module):
         if gt_labels.numel() == 0:
             empty = torch.zeros(0, dtype=torch.int64, device=device)
             return empty, empty.clone()
-        cost = self.cost_matrix(pred_logits, pred_boxes, gt_labels, gt_boxes).float().cpu()
+        cost = self.cost_matrix(pred_logits, pred_boxes, gt_labels, gt_boxes)
+        # solved in the predictions' dtype, at least float32 (float64 for a float64 model)
+        cost = cost.to(torch.promote_types(cost.dtype, torch.float32)).cpu()
         if not bool(torch.isfinite(cost).all()):
             raise ValueError("HungarianMatcher: NaN/inf in the cost matrix (non-finite predicted logits or boxes)")
         pred_idx, tgt_idx = linear_sum_assignment(cost.numpy())

@@ -56,7 +56,8 @@ def pixel_stat_buffer(values: Sequence[float], name: str, positive: bool = False
         positive: require every value to be > 0 (for a std).
 
     Returns:
-        float32 tensor ``[3, 1, 1]``.
+        float32 tensor ``[3, 1, 1]`` (a module buffer: ``module.double()`` / ``.half()`` convert it with the
+        parameters, and the image batch follows its dtype).
     """
     tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
     if tensor.numel() != 3:
@@ -144,13 +145,16 @@ def rescale_boxes(boxes: Tensor, input_size: tuple[int, int], output_size: tuple
     return torch.minimum(boxes.clamp(min=0), upper)
 
 
-def _checked_target(record: dict[str, Any], num_classes: int | None) -> tuple[Tensor, Tensor]:
-    """``boxes`` ``[N, 4]`` and ``labels`` ``[N]`` of one training input, with their shapes and values checked."""
+def _checked_target(
+    record: dict[str, Any], num_classes: int | None, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """``boxes`` ``[N, 4]`` (``dtype``) and ``labels`` ``[N]`` of one training input, with their shapes and values
+    checked."""
     image_id = record.get("image_id", "<no image_id>")
     for key in ("boxes", "labels"):
         if key not in record:
             raise KeyError(f"training input of image_id={image_id!r} has no {key!r} (needed in training mode)")
-    boxes = torch.as_tensor(record["boxes"], dtype=torch.float32)
+    boxes = torch.as_tensor(record["boxes"], dtype=dtype)
     labels = torch.as_tensor(record["labels"], dtype=torch.int64)
     if boxes.numel() == 0:
         boxes = boxes.reshape(0, 4)
@@ -167,6 +171,7 @@ def targets_from_inputs(
     batched_inputs: Sequence[dict[str, Any]],
     device: torch.device | str,
     num_classes: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Tensor]]:
     """Collects the training targets of a batch, checked and moved to ``device``.
 
@@ -175,9 +180,10 @@ def targets_from_inputs(
             and ``labels`` (int64 ``[N]``).
         device: device of the returned tensors.
         num_classes: if given, labels must lie in ``0..num_classes-1``.
+        dtype: floating dtype of the returned boxes (float32 by default; float64 for a float64 model).
 
     Returns:
-        One dict per image: ``boxes`` float32 ``[N, 4]``, ``labels`` int64 ``[N]``.
+        One dict per image: ``boxes`` ``[N, 4]`` of ``dtype``, ``labels`` int64 ``[N]``.
 
     Raises:
         KeyError: an input lacks ``boxes`` or ``labels`` (the message names its ``image_id``).
@@ -185,6 +191,6 @@ def targets_from_inputs(
     """
     targets = []
     for record in batched_inputs:
-        boxes, labels = _checked_target(record, num_classes)
+        boxes, labels = _checked_target(record, num_classes, dtype)
         targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
     return targets

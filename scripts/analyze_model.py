@@ -3,14 +3,17 @@
 Usage::
 
     python scripts/analyze_model.py --config-file CFG [--tasks flop parameter speed memory] [--shape H W]
-        [--num-inputs N] [--device cpu|cuda|auto] [--json OUT] [key=value ...]
+        [--num-inputs N] [--device cpu|cuda|auto] [--fuse] [--amp] [--json OUT] [key=value ...]
     python scripts/analyze_model.py --table CFG1 CFG2 ... [--table-opts "k=v k=v" ...] [key=value ...]
 
 Trailing ``key=value`` arguments are LazyConfig overrides, as for ``tools/train_net.py`` (e.g.
 ``model.backbone.weights=null`` to skip the pretrained-weight download; random weights give the same counts).
 The model is built from ``cfg.model``, put in eval mode and fed one random uint8 image ``3 x H x W`` (default
 800 x 1333, the official counting shape) as ``[{"image": ...}]``; everything measured is its inference path
-(preprocessing, backbone, neck, transformer, post-processing).
+(preprocessing, backbone, neck, transformer, post-processing). With ``--fuse`` the model is measured after
+``modeling.fusion.fuse_for_inference`` (batch norms folded into the convolutions, RepVGG branches merged): what a
+deployment runs; the FLOPs then lack the merged 1x1 branches, and each folded norm's affine terms become a bias of
+its convolution in the parameter count.
 
 Tasks:
 
@@ -68,10 +71,15 @@ from fvcore.nn import FlopCountAnalysis, parameter_count  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch import nn  # noqa: E402
 
-from core.device import resolve_device  # noqa: E402
+from core.device import autocast, resolve_device  # noqa: E402
 from engine import predictor  # noqa: E402
 from engine.defaults import load_config  # noqa: E402
-from modeling.layers import SINGLE_OP_NAME, ms_deform_attn_flops, set_sampling_backend  # noqa: E402
+from modeling.layers import (  # noqa: E402
+    SINGLE_OP_NAME,
+    ms_deform_attn_flops,
+    reference_kernels,
+    set_sampling_backend,
+)
 
 __all__ = [
     "analyze",
@@ -94,9 +102,12 @@ TASKS = ("flop", "parameter", "speed", "memory")
 # ---------------------------------------------------------------------------
 
 
-def build_model(config_file: str, overrides: Sequence[str] = (), device: str | torch.device = "cpu") -> nn.Module:
-    """``cfg.model`` of a LazyConfig file (after ``key=value`` overrides), in eval mode on ``device``."""
-    return predictor.build_model(load_config(config_file, overrides), None, device)[0]
+def build_model(
+    config_file: str, overrides: Sequence[str] = (), device: str | torch.device = "cpu", fuse: bool = False
+) -> nn.Module:
+    """``cfg.model`` of a LazyConfig file (after ``key=value`` overrides), in eval mode on ``device``; fused for
+    inference with ``fuse``."""
+    return predictor.build_model(load_config(config_file, overrides), None, device, fuse=fuse)[0]
 
 
 def random_image(shape: Sequence[int], device: str | torch.device = "cpu", seed: int = 0) -> torch.Tensor:
@@ -164,7 +175,7 @@ def flop_analyses(module: nn.Module, inputs: tuple) -> tuple[FlopCountAnalysis, 
         call, in call order.
     """
     calls: list[int] = []
-    with torch.no_grad():
+    with torch.no_grad(), reference_kernels(module):  # traced as plain PyTorch ops, as the official counts are
         plain = _flop_analysis(module, inputs)
         plain.total()
         with set_sampling_backend(module, "pytorch_single_op"):
@@ -219,13 +230,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_speed(model: nn.Module, image: torch.Tensor, num_runs: int = 20, warmup: int = 3) -> dict[str, Any]:
-    """Batch-1 latency in ms: median and mean of ``num_runs`` timed inferences after ``warmup`` untimed ones."""
+def measure_speed(
+    model: nn.Module, image: torch.Tensor, num_runs: int = 20, warmup: int = 3, amp: bool = False
+) -> dict[str, Any]:
+    """Batch-1 latency in ms: median and mean of ``num_runs`` timed inferences after ``warmup`` untimed ones
+    (under autocast with ``amp``: bfloat16 on a CPU, float16 on CUDA)."""
     if num_runs < 1:
         raise ValueError(f"num_runs must be >= 1, got {num_runs}")
     inputs = [{"image": image}]
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(image.device, enabled=amp):
         for _ in range(warmup):
             model(inputs)
         _synchronize(image.device)
@@ -240,6 +254,7 @@ def measure_speed(model: nn.Module, image: torch.Tensor, num_runs: int = 20, war
         "num_runs": num_runs,
         "warmup": warmup,
         "device": str(image.device),
+        "amp": bool(amp),
     }
 
 
@@ -301,19 +316,23 @@ def analyze(
     device: str = "auto",
     num_runs: int = 20,
     warmup: int = 3,
+    fuse: bool = False,
+    amp: bool = False,
 ) -> dict[str, Any]:
-    """Runs ``tasks`` on the model of ``config_file``; returns a JSON-serialisable dict of results."""
+    """Runs ``tasks`` on the model of ``config_file`` (fused for inference with ``fuse``; the speed task under
+    autocast with ``amp``); returns a JSON-serialisable dict of results."""
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
     torch.manual_seed(0)
-    model = build_model(config_file, overrides, device)
+    model = build_model(config_file, overrides, device, fuse=fuse)
     image = random_image(shape, model.pixel_mean.device if hasattr(model, "pixel_mean") else resolve_device(device))
     result: dict[str, Any] = {
         "config": config_file,
         "overrides": list(overrides),
         "shape": [int(s) for s in shape],
         "device": str(image.device),
+        "fused": bool(fuse),
     }
     if "parameter" in tasks:
         result["parameter"] = count_parameters(model)
@@ -322,7 +341,7 @@ def analyze(
     if "flop" in tasks:
         result["flop"] = count_flops(model, image)
     if "speed" in tasks:
-        result["speed"] = measure_speed(model, image, num_runs, warmup)
+        result["speed"] = measure_speed(model, image, num_runs, warmup, amp=amp)
     return result
 
 
@@ -341,6 +360,8 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         name = os.path.splitext(os.path.basename(r["config"]))[0]
         if r["overrides"]:
             name += " (" + " ".join(r["overrides"]) + ")"
+        if r.get("fused"):
+            name += " [fused]"
         flop = r.get("flop")
         cells = [
             name,
@@ -355,7 +376,10 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def _print_report(result: dict[str, Any]) -> None:
-    print(f"== {result['config']} {' '.join(result['overrides'])} | input {result['shape']} on {result['device']}")
+    fused = " | fused for inference" if result.get("fused") else ""
+    print(
+        f"== {result['config']} {' '.join(result['overrides'])} | input {result['shape']} on {result['device']}{fused}"
+    )
     if "parameter" in result:
         params = result["parameter"]
         print(f"parameters: {params['total']:,} total ({params['trainable']:,} trainable)")
@@ -376,7 +400,10 @@ def _print_report(result: dict[str, Any]) -> None:
         print(f"peak memory of one inference: {result['memory']}")
     if "speed" in result:
         speed = result["speed"]
-        print(f"latency: median {speed['median_ms']:.1f} ms, mean {speed['mean_ms']:.1f} ms over {speed['num_runs']}")
+        amp = " under autocast" if speed.get("amp") else ""
+        print(
+            f"latency{amp}: median {speed['median_ms']:.1f} ms, mean {speed['mean_ms']:.1f} ms over {speed['num_runs']}"
+        )
 
 
 def _table_jobs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -398,6 +425,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-inputs", type=int, default=20, help="timed runs of the speed task")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before the speed task")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--fuse", action="store_true", help="measure the model fused for inference (norms folded, RepVGG merged)"
+    )
+    parser.add_argument(
+        "--amp", action="store_true", help="time the inference under autocast (bfloat16 on a CPU, float16 on CUDA)"
+    )
     parser.add_argument("--table", nargs="+", metavar="CFG", help="configs for one Markdown comparison table")
     parser.add_argument("--table-opts", nargs="+", metavar="OPTS", help='override sets ("k=v k=v") per row')
     parser.add_argument("--json", metavar="OUT", help="write all results to this JSON file")
@@ -416,7 +449,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     jobs = _table_jobs(args) if args.table else [(args.config_file, list(args.opts))]
     results = []
     for config, overrides in jobs:
-        result = analyze(config, overrides, args.tasks, args.shape, args.device, args.num_inputs, args.warmup)
+        result = analyze(
+            config,
+            overrides,
+            args.tasks,
+            args.shape,
+            args.device,
+            args.num_inputs,
+            args.warmup,
+            fuse=args.fuse,
+            amp=args.amp,
+        )
         _print_report(result)
         results.append(result)
     if args.table:

@@ -14,6 +14,9 @@ Example (after ``make demo``)::
     python scripts/demo.py --config-file output/demo/config.yaml --weights output/demo/model_final.pth \\
         --input datasets/synthetic/val --output /tmp/demo_out --score-threshold 0.3
 
+``--fuse`` folds the batch norms into the convolutions (and Salience DETR's RepVGG branches into one convolution)
+before inference: faster, with the same detections up to float rounding.
+
 Config overrides (``key=value``) go last, after ``--`` when they follow ``--input``.
 """
 
@@ -47,6 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--class-names", nargs="+", help="class names, replacing those of the checkpoint/dataset")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: skip it)")
+    parser.add_argument(
+        "--fuse",
+        action="store_true",
+        help="fold the batch norms into the convolutions and merge RepVGG branches before inference: faster, the "
+        "same detections up to float rounding",
+    )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="run the model under autocast (bfloat16 on a CPU with bf16 support, float16 on CUDA): faster, "
+        "scores within about 1e-2",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,7 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     paths = collect_inputs(args.input)
     predictor = DefaultPredictor.from_config(
-        args.config_file, args.weights, args.opts, device=args.device, class_names=args.class_names
+        args.config_file,
+        args.weights,
+        args.opts,
+        device=args.device,
+        class_names=args.class_names,
+        fuse=args.fuse,
+        amp=args.amp,
     )
     os.makedirs(args.output, exist_ok=True)
     results, pngs, skipped, used = [], [], [], set()

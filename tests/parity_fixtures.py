@@ -38,6 +38,25 @@ def load_case(model: str, name: str):
 
 
 # Tolerances of ../shared/parity/README.md.
+#: the kernels a parity model runs: its config's (the fast backends) or every module's reference backend
+KERNELS = ("config", "reference")
+
+
+def with_kernels(model, kernels: str):
+    """Yields ``model`` running the given ``KERNELS``; with ``"config"``, checks that some module of the model
+    runs a backend other than its reference (so that the fast kernels are what the parity tests check)."""
+    from modeling.layers import reference_kernels
+
+    selectable = [m for m in model.modules() if hasattr(m, "reference_backend")]
+    if kernels == "config":
+        assert any(m.backend != m.reference_backend for m in selectable), "the config selects no fast kernel"
+        yield model
+        return
+    with reference_kernels(model) as switched:
+        assert switched and all(m.backend == m.reference_backend for m in selectable)
+        yield model
+
+
 BOX_TOL_PX = 1e-3
 LOGIT_TOL = 1e-4
 

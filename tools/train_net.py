@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train and evaluate a detector from a LazyConfig, detrex style.
 
-    python tools/train_net.py --config-file CFG.py [--resume] [--eval-only] [--num-gpus N] [key=value ...]
+    python tools/train_net.py --config-file CFG.py [--resume] [--eval-only [--fuse]] [--num-gpus N] [key=value ...]
 
 Reads the detrex keys (``train.*``, ``model``, ``optimizer``, ``lr_multiplier``,
 ``dataloader.{train,test,evaluator}``); see ``configs/common/train.py``.
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from core import comm  # noqa: E402
-from core.device import resolve_device  # noqa: E402
+from core.device import autocast, resolve_device  # noqa: E402
 from core.lazy import LazyConfig, instantiate, locate  # noqa: E402
 from engine import hooks  # noqa: E402
 from engine.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -28,6 +28,7 @@ from engine.data_setup import dataset_categories  # noqa: E402
 from engine.defaults import create_ddp_model, default_argument_parser, default_setup, default_writers  # noqa: E402
 from engine.ema import ModelEMA  # noqa: E402
 from engine.launch import launch  # noqa: E402
+from engine.predictor import fuse_for_inference  # noqa: E402
 from engine.solver import LRMultiplier, iterations_from_epochs  # noqa: E402
 from engine.train_loop import AMPTrainer, HookBase, SimpleTrainer  # noqa: E402
 from evaluation import inference_on_dataset, print_csv_format  # noqa: E402
@@ -53,12 +54,14 @@ def do_test(cfg, model, ema: ModelEMA | None = None, loader=None):
         cfg.dataloader.evaluator.output_dir = cfg.train.output_dir  # coco_instances_results.json goes there
     evaluator = instantiate(cfg.dataloader.evaluator)
     loader = loader if loader is not None else build_test_loader(cfg)
-    if ema is not None:
-        logger.info("Evaluating with the EMA weights")
-        with ema.apply_to(model):
+    # train.amp.enabled: inference under the same autocast as training (bfloat16 on a CPU)
+    with autocast(next(model.parameters()).device, enabled=bool(cfg.train.amp.enabled)):
+        if ema is not None:
+            logger.info("Evaluating with the EMA weights")
+            with ema.apply_to(model):
+                results = inference_on_dataset(model, loader, evaluator)
+        else:
             results = inference_on_dataset(model, loader, evaluator)
-    else:
-        results = inference_on_dataset(model, loader, evaluator)
     print_csv_format(results)
     return results
 
@@ -191,20 +194,28 @@ def do_train(args, cfg, seed: int):
 
 
 def do_eval_only(args, cfg):
-    """Evaluates ``train.init_checkpoint`` (or the last checkpoint with ``--resume``), which must fit the model."""
+    """Evaluates ``train.init_checkpoint`` (or the last checkpoint with ``--resume``), which must fit the model.
+
+    With ``--fuse`` the loaded model is fused for inference (``engine.predictor.fuse_for_inference``) before it is
+    wrapped for distributed evaluation.
+    """
     if not args.resume and not cfg.train.init_checkpoint:
         raise ValueError("--eval-only needs a checkpoint: set train.init_checkpoint=PATH (or --resume)")
     device = resolve_device(cfg.train.device, comm.get_local_rank())
     test_loader = build_test_loader(cfg)
     if OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download
-    model = create_ddp_model(instantiate(cfg.model).to(device))
+    model = instantiate(cfg.model).to(device)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume, mode="eval")
-    return do_test(cfg, model, loader=test_loader)
+    if getattr(args, "fuse", False):
+        fuse_for_inference(model.eval())
+    return do_test(cfg, create_ddp_model(model), loader=test_loader)
 
 
 def main(args):
+    if getattr(args, "fuse", False) and not args.eval_only:
+        raise ValueError("--fuse is for --eval-only: a model that will be trained is never fused")
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
     seed = default_setup(cfg, args)

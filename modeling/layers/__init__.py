@@ -6,11 +6,13 @@ from .ms_deform_attn import (
     SINGLE_OP_NAME,
     MultiScaleDeformableAttention,
     ms_deform_attn_flops,
+    ms_deform_attn_gather,
     ms_deform_attn_sampling,
     register_sampling_backend,
     set_sampling_backend,
 )
 from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed, sine_frequencies
+from .switches import module_attributes, reference_kernels
 
 __all__ = [
     "SAMPLING_BACKENDS",
@@ -19,8 +21,11 @@ __all__ = [
     "MultiScaleDeformableAttention",
     "PositionEmbeddingSine",
     "get_sine_pos_embed",
+    "module_attributes",
+    "ms_deform_attn_gather",
     "ms_deform_attn_flops",
     "ms_deform_attn_sampling",
+    "reference_kernels",
     "register_sampling_backend",
     "set_sampling_backend",
     "sine_frequencies",

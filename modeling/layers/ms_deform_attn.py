@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .switches import module_attributes
 
 __all__ = [
     "SAMPLING_BACKENDS",
     "SINGLE_OP_NAME",
     "MultiScaleDeformableAttention",
     "ms_deform_attn_flops",
+    "ms_deform_attn_gather",
     "ms_deform_attn_sampling",
     "register_sampling_backend",
     "set_sampling_backend",
@@ -47,6 +50,17 @@ def _shapes_as_list(spatial_shapes: SpatialShapes) -> list[tuple[int, int]]:
     if isinstance(spatial_shapes, Tensor):
         spatial_shapes = spatial_shapes.tolist()
     return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def _checked_shapes(spatial_shapes: SpatialShapes, value: Tensor, sampling_locations: Tensor) -> list[tuple[int, int]]:
+    """``spatial_shapes`` as a list, checked against the value length and the locations' level count."""
+    shapes = _shapes_as_list(spatial_shapes)
+    num_value, num_levels = value.shape[1], sampling_locations.shape[3]
+    if sum(h * w for h, w in shapes) != num_value:
+        raise ValueError(f"spatial_shapes {shapes} cover {sum(h * w for h, w in shapes)} values, value has {num_value}")
+    if len(shapes) != num_levels:
+        raise ValueError(f"spatial_shapes has {len(shapes)} levels, sampling_locations has {num_levels}")
+    return shapes
 
 
 def ms_deform_attn_sampling(
@@ -75,13 +89,9 @@ def ms_deform_attn_sampling(
         ``sampling_locations`` (float32 when either is float32).
     """
     del level_start_index
-    shapes = _shapes_as_list(spatial_shapes)
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
     batch, num_value, num_heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    if sum(h * w for h, w in shapes) != num_value:
-        raise ValueError(f"spatial_shapes {shapes} cover {sum(h * w for h, w in shapes)} values, value has {num_value}")
-    if len(shapes) != num_levels:
-        raise ValueError(f"spatial_shapes has {len(shapes)} levels, sampling_locations has {num_levels}")
 
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     value = value.to(dtype)
@@ -96,6 +106,112 @@ def ms_deform_attn_sampling(
     weights = attention_weights.to(dtype).transpose(1, 2).reshape(batch * num_heads, 1, num_queries, -1)
     output = (sampled * weights).sum(-1).view(batch, num_heads * head_dim, num_queries)
     return output.transpose(1, 2).contiguous()
+
+
+#: rows times channels gathered at once in the backward pass of the ``"gather"`` backend (bounds its memory)
+GATHER_BLOCK_ELEMENTS = 1 << 20
+
+
+class _WeightedGather(torch.autograd.Function):
+    """``out[n] = sum_k weights[n, k] * table[index[n, k]]`` (``embedding_bag`` in ``"sum"`` mode).
+
+    Backward: the table gradient is the transposed gather, ``grad_table[v] = sum_{index[n, k] = v} weights[n, k]
+    * grad_out[n]``, computed as one more ``embedding_bag`` over the output gradient with the (sorted) pairs
+    grouped by table row; the weight gradients are dot products of gathered table rows with the output gradient,
+    in blocks of rows.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(table, index, weights)
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        table, index, weights = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        rows, per_row = index.shape
+        num_table, channels = table.shape
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            flat = index.reshape(-1)
+            _, order = torch.sort(flat)
+            offsets = torch.zeros(num_table, dtype=index.dtype, device=index.device)
+            offsets[1:] = torch.bincount(flat, minlength=num_table).cumsum(0)[:-1]
+            source_rows = torch.div(order, per_row, rounding_mode="floor").to(index.dtype)
+            grad_table = F.embedding_bag(
+                source_rows, grad_out, offsets, per_sample_weights=weights.reshape(-1)[order], mode="sum"
+            )
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.empty_like(weights)
+            block = max(1, GATHER_BLOCK_ELEMENTS // max(per_row * channels, 1))
+            for start in range(0, rows, block):
+                end = min(start + block, rows)
+                gathered = table.index_select(0, index[start:end].reshape(-1)).view(end - start, per_row, channels)
+                torch.bmm(gathered, grad_out[start:end, :, None], out=grad_weights[start:end, :, None])
+        return grad_table, None, grad_weights
+
+
+def ms_deform_attn_gather(
+    value: Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: Tensor | None,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """The ``"gather"`` backend: what :func:`ms_deform_attn_sampling` computes, as one weighted gather.
+
+    Each sample reads the four neighbouring values of every level it samples; the bilinear weights (zero for
+    neighbours outside the map), multiplied by the attention weight, become per-index weights of a single
+    ``embedding_bag`` sum over ``L * P * 4`` indices per query and head. No ``[.., D, Q, P]`` intermediate per
+    level, no stack and no separate multiply and sum. The backward pass (:class:`_WeightedGather`) gives the value
+    gradient as a transposed gather and the per-index weight gradients as dot products; autograd carries the
+    latter to the locations and attention weights. Coordinates follow ``grid_sample``'s (``align_corners=False``)
+    arithmetic, so values agree with the reference to float rounding (float64: 1e-14).
+
+    Arguments and result as for :func:`ms_deform_attn_sampling`. The values are gathered in ``value``'s dtype
+    (bf16 under autocast), the weights computed in the promoted dtype of the locations and attention weights.
+    """
+    del level_start_index
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
+    batch, num_value, num_heads, head_dim = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    device = value.device
+    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+    heights = torch.tensor([h for h, _ in shapes], device=device).view(num_levels, 1)
+    widths = torch.tensor([w for _, w in shapes], device=device).view(num_levels, 1)
+    starts = torch.tensor([0] + [h * w for h, w in shapes][:-1], device=device).cumsum(0).view(num_levels, 1)
+
+    grid = 2 * sampling_locations.to(dtype) - 1  # [B, Q, M, L, P, 2]
+    x = ((grid[..., 0] + 1) * widths.to(dtype) - 1) / 2  # pixel coordinates as grid_sample computes them
+    y = ((grid[..., 1] + 1) * heights.to(dtype) - 1) / 2
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    wx = torch.stack([x0 + 1 - x, x - x0], -1)[..., None, :]  # [B, Q, M, L, P, 1, 2]: left, right
+    wy = torch.stack([y0 + 1 - y, y - y0], -1)[..., :, None]  # [..., 2, 1]: top, bottom
+    corner_weights = (wy * wx).flatten(-2) * attention_weights.to(dtype)[..., None]  # [B, Q, M, L, P, 4]
+
+    # flat index of (batch b, token s, head m) in value viewed as [B * S * M, D], for the top-left neighbour
+    index_dtype = torch.int32 if batch * num_value * num_heads < 2**31 else torch.int64
+    x0, y0 = x0.to(index_dtype), y0.to(index_dtype)
+    token = starts.to(index_dtype) + y0 * widths.to(index_dtype) + x0  # may point outside the level
+    batch_offset = torch.arange(batch, device=device, dtype=index_dtype).view(batch, 1, 1, 1, 1) * num_value
+    head = torch.arange(num_heads, device=device, dtype=index_dtype).view(1, 1, num_heads, 1, 1)
+    top_left = (batch_offset + token) * num_heads + head
+    neighbours = torch.stack([torch.zeros_like(widths), torch.ones_like(widths), widths, widths + 1], -1)
+    index = top_left[..., None] + (neighbours * num_heads).to(index_dtype)  # [B, Q, M, L, P, 4]
+    in_x = torch.stack([(x0 >= 0) & (x0 < widths), (x0 >= -1) & (x0 < widths - 1)], -1)[..., None, :]
+    in_y = torch.stack([(y0 >= 0) & (y0 < heights), (y0 >= -1) & (y0 < heights - 1)], -1)[..., :, None]
+    outside = ~(in_y & in_x).flatten(-2)
+    index = index.masked_fill(outside, 0)
+    corner_weights = corner_weights.masked_fill(outside, 0)
+
+    bags = batch * num_queries * num_heads
+    output = _WeightedGather.apply(
+        value.reshape(batch * num_value * num_heads, head_dim),
+        index.view(bags, -1),
+        corner_weights.reshape(bags, -1).to(value.dtype),
+    )
+    return output.view(batch, num_queries, num_heads * head_dim).to(dtype)
 
 
 def ms_deform_attn_flops(value_shape: Sequence[int], locations_shape: Sequence[int]) -> int:
@@ -131,6 +247,7 @@ SINGLE_OP_NAME = "prim::PythonOp.MSDeformAttnSampling"
 SAMPLING_BACKENDS: dict[str, Callable[..., Tensor]] = {
     "pytorch": ms_deform_attn_sampling,
     "pytorch_single_op": MSDeformAttnSampling.apply,
+    "gather": ms_deform_attn_gather,
 }
 
 
@@ -149,23 +266,11 @@ def _check_backend(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def set_sampling_backend(model: nn.Module, name: str) -> Iterator[int]:
-    """Within the ``with`` block, every :class:`MultiScaleDeformableAttention` of ``model`` uses backend ``name``.
-
-    Yields:
-        the number of modules switched. Their own backends are restored on exit.
-    """
+def set_sampling_backend(model: nn.Module, name: str) -> contextlib.AbstractContextManager[list[nn.Module]]:
+    """Within the ``with`` block, every :class:`MultiScaleDeformableAttention` of ``model`` uses backend ``name``
+    (their own backends are restored on exit); yields the modules switched."""
     _check_backend(name)
-    modules = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
-    previous = [m.backend for m in modules]
-    for module in modules:
-        module.backend = name
-    try:
-        yield len(modules)
-    finally:
-        for module, backend in zip(modules, previous):
-            module.backend = backend
+    return module_attributes(model, "backend", name, applies=lambda m: isinstance(m, MultiScaleDeformableAttention))
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -183,6 +288,9 @@ class MultiScaleDeformableAttention(nn.Module):
         num_points: sampling points per head and level.
         backend: the sampling kernel, a name of :data:`SAMPLING_BACKENDS` (``"pytorch"``: the reference).
     """
+
+    #: the backend that defines the computation (exports and tests compare against it)
+    reference_backend = "pytorch"
 
     def __init__(
         self,

@@ -16,18 +16,21 @@ from torch import Tensor, nn
 __all__ = ["PositionEmbeddingSine", "get_sine_pos_embed", "sine_frequencies"]
 
 
-def sine_frequencies(num_feats: int, temperature: float, device: torch.device | None = None) -> Tensor:
+def sine_frequencies(
+    num_feats: int, temperature: float, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Periods ``T ** (2 * floor(i / 2) / num_feats)`` for ``i < num_feats``.
 
     Args:
         num_feats: features per coordinate (even).
         temperature: ``T``.
         device: device of the result.
+        dtype: floating dtype of the result (and of its computation).
 
     Returns:
-        float32 tensor ``[num_feats]``; entries ``2k`` and ``2k + 1`` are equal.
+        tensor ``[num_feats]`` of ``dtype``; entries ``2k`` and ``2k + 1`` are equal.
     """
-    index = torch.arange(num_feats, dtype=torch.float32, device=device)
+    index = torch.arange(num_feats, dtype=dtype, device=device)
     return temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / num_feats)
 
 
@@ -93,10 +96,10 @@ class PositionEmbeddingSine(nn.Module):
             mask: ``[B, H, W]`` bool, ``True`` on padded pixels.
 
         Returns:
-            float32 tensor ``[B, 2 * num_pos_feats, H, W]``: channels ``[0, num_pos_feats)`` embed ``y``, the
-            rest ``x``.
+            tensor ``[B, 2 * num_pos_feats, H, W]``: channels ``[0, num_pos_feats)`` embed ``y``, the rest ``x``;
+            in the dtype of the frequency buffers, at least float32 (float64 after ``module.double()``).
         """
-        not_mask = (~mask.bool()).to(torch.float32)
+        not_mask = (~mask.bool()).to(torch.promote_types(self.dim_tx.dtype, torch.float32))
         y_pos = not_mask.cumsum(1)
         x_pos = not_mask.cumsum(2)
         if self.normalize:
@@ -137,9 +140,11 @@ def get_sine_pos_embed(
         exchange_xy: put the ``y`` block before the ``x`` block.
 
     Returns:
-        tensor ``[..., C * num_pos_feats]``, float32 (float64 for float64 input).
+        tensor ``[..., C * num_pos_feats]`` in the dtype of ``pos_tensor``, at least float32 (the frequencies
+        are computed in that dtype).
     """
-    freq = sine_frequencies(num_pos_feats, temperature, pos_tensor.device)
+    dtype = torch.promote_types(pos_tensor.dtype, torch.float32)
+    freq = sine_frequencies(num_pos_feats, temperature, pos_tensor.device, dtype)
     embed = _interleave_sin_cos(pos_tensor[..., None] * scale / freq)
     if exchange_xy:
         embed = torch.cat((embed[..., 1:2, :], embed[..., 0:1, :], embed[..., 2:, :]), dim=-2)

@@ -109,6 +109,13 @@ class TwoStageDETR(nn.Module):
         """Backbone then neck: ``num_feature_levels`` maps ``[B, E, h_l, w_l]``, finest first."""
         return list(self.neck(self.backbone(images)))
 
+    def fuse_for_inference(self) -> TwoStageDETR:
+        """Folds the batch norms into the convolutions and merges re-parameterisable blocks, in place, for
+        inference only (:func:`modeling.fusion.fuse_for_inference`); returns the model."""
+        from modeling.fusion import fuse_for_inference
+
+        return fuse_for_inference(self)
+
     def run(self, batch: ImageBatch, denoising: Any | None = None) -> TransformerOutput:
         """Features, masks and position embeddings of a batch, through the transformer.
 
@@ -137,7 +144,9 @@ class TwoStageDETR(nn.Module):
     def losses(self, batched_inputs: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Weighted losses of a training batch (boxes/labels in the inputs)."""
         batch = self.preprocess(batched_inputs)
-        targets = targets_from_inputs(batched_inputs, self.device, self.num_classes)
+        # targets in the model's dtype (float64 for a ``model.double()``), at least float32 (as for half models)
+        box_dtype = torch.promote_types(self.pixel_mean.dtype, torch.float32)
+        targets = targets_from_inputs(batched_inputs, self.device, self.num_classes, box_dtype)
         targets = normalised_targets(targets, batch.image_sizes)
         denoising = self.denoising(targets) if self.denoising is not None else None
         output = self.run(batch, denoising)

@@ -95,6 +95,10 @@ def unflatten_levels(tokens: Tensor, shapes: Sequence[tuple[int, int]]) -> list[
 def level_masks_from_image_mask(mask: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
     """Padding masks of every level, by nearest-neighbour resizing of the image mask.
 
+    The resizing is done in float32 for models of every dtype: the result is a bool mask, and the source pixels
+    that nearest-neighbour interpolation picks depend on the dtype (float64 picks other pixels than float32 for
+    some sizes), so a float64 model keeps the masks of the float32 model and of the official implementations.
+
     Args:
         mask: ``[B, H, W]`` bool, ``True`` on padded pixels.
         shapes: ``(h_l, w_l)`` of every level.
@@ -106,20 +110,21 @@ def level_masks_from_image_mask(mask: Tensor, shapes: Sequence[tuple[int, int]])
     return [F.interpolate(as_float, size=shape).to(torch.bool)[0] for shape in shapes]
 
 
-def valid_ratios(level_masks: Sequence[Tensor]) -> Tensor:
+def valid_ratios(level_masks: Sequence[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
     """Unpadded fraction of each level, from its first column (height) and first row (width).
 
     Args:
         level_masks: per level, ``[B, h_l, w_l]`` bool.
+        dtype: floating dtype of the result (float32, or float64 for a float64 model).
 
     Returns:
-        ``[B, L, 2]`` float32 ``(valid_w / w_l, valid_h / h_l)``.
+        ``[B, L, 2]`` ``(valid_w / w_l, valid_h / h_l)`` of ``dtype``.
     """
     ratios = []
     for mask in level_masks:
         _, height, width = mask.shape
-        valid_h = (~mask[:, :, 0]).sum(1).float() / height
-        valid_w = (~mask[:, 0, :]).sum(1).float() / width
+        valid_h = (~mask[:, :, 0]).sum(1).to(dtype) / height
+        valid_w = (~mask[:, 0, :]).sum(1).to(dtype) / width
         ratios.append(torch.stack([valid_w, valid_h], dim=-1))
     return torch.stack(ratios, dim=1)
 
@@ -135,12 +140,12 @@ def encoder_reference_points(shapes: Sequence[tuple[int, int]], ratios: Tensor) 
         ratios: ``[B, L, 2]`` valid ratios.
 
     Returns:
-        ``[B, S, L, 2]`` normalised ``(x, y)``.
+        ``[B, S, L, 2]`` normalised ``(x, y)``, in the dtype of ``ratios``.
     """
     points = []
     for level, (height, width) in enumerate(shapes):
-        ys = torch.arange(height, dtype=torch.float32, device=ratios.device) + 0.5
-        xs = torch.arange(width, dtype=torch.float32, device=ratios.device) + 0.5
+        ys = torch.arange(height, dtype=ratios.dtype, device=ratios.device) + 0.5
+        xs = torch.arange(width, dtype=ratios.dtype, device=ratios.device) + 0.5
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         ref_y = grid_y.reshape(-1)[None] / (ratios[:, None, level, 1] * height)
         ref_x = grid_x.reshape(-1)[None] / (ratios[:, None, level, 0] * width)

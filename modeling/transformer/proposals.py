@@ -10,16 +10,19 @@ from torch import Tensor, nn
 __all__ = ["ProposalGenerator", "grid_proposals"]
 
 
-def grid_proposals(mask: Tensor, shapes: Sequence[tuple[int, int]], base_size: float = 0.05) -> Tensor:
+def grid_proposals(
+    mask: Tensor, shapes: Sequence[tuple[int, int]], base_size: float = 0.05, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """A box centred on every token, normalised by its image's valid size, sized ``base_size * 2 ** level``.
 
     Args:
         mask: ``[B, S]`` bool, ``True`` on padded tokens.
         shapes: ``(h_l, w_l)`` of every level.
         base_size: width and height of the finest level's boxes.
+        dtype: floating dtype of the result (float32, or float64 for a float64 model).
 
     Returns:
-        ``[B, S, 4]`` normalised cxcywh (centres of padded tokens fall outside ``[0, 1]``).
+        ``[B, S, 4]`` normalised cxcywh of ``dtype`` (centres of padded tokens fall outside ``[0, 1]``).
     """
     batch = mask.shape[0]
     proposals, start = [], 0
@@ -28,8 +31,8 @@ def grid_proposals(mask: Tensor, shapes: Sequence[tuple[int, int]], base_size: f
         valid_h = (~level_mask[:, :, 0]).sum(1)
         valid_w = (~level_mask[:, 0, :]).sum(1)
         grid_y, grid_x = torch.meshgrid(
-            torch.arange(height, dtype=torch.float32, device=mask.device),
-            torch.arange(width, dtype=torch.float32, device=mask.device),
+            torch.arange(height, dtype=dtype, device=mask.device),
+            torch.arange(width, dtype=dtype, device=mask.device),
             indexing="ij",
         )
         valid_size = torch.stack([valid_w, valid_h], -1).view(batch, 1, 1, 2)
@@ -71,9 +74,9 @@ class ProposalGenerator(nn.Module):
 
         Returns:
             ``(output_memory [B, S, E], proposal_logits [B, S, 4])``: the logits are inverse-sigmoid cxcywh,
-            ``+inf`` where invalid.
+            ``+inf`` where invalid, in the dtype of ``memory`` (at least float32).
         """
-        proposals = grid_proposals(mask, shapes, self.base_size)
+        proposals = grid_proposals(mask, shapes, self.base_size, torch.promote_types(memory.dtype, torch.float32))
         low, high = self.valid_range
         valid = ((proposals > low) & (proposals < high)).all(-1, keepdim=True)
         logits = torch.log(proposals / (1 - proposals))

@@ -142,7 +142,7 @@ class TwoStageTransformer(nn.Module):
             level_masks=list(level_masks),
             spatial_shapes=spatial_shapes,
             level_start_index=level_start_index,
-            valid_ratios=valid_ratios(level_masks),
+            valid_ratios=valid_ratios(level_masks, torch.promote_types(feats[0].dtype, torch.float32)),
         )
 
     def encode(self, tokens: MultiLevelTokens) -> EncoderOutput:

@@ -1,11 +1,14 @@
-"""Multi-scale deformable attention against a slow reference with explicit bilinear interpolation."""
+"""Multi-scale deformable attention against a slow reference with explicit bilinear interpolation, on every sampling
+backend; the ``"gather"`` backend against the ``"pytorch"`` reference (values and gradients, float64)."""
 
 import math
 
 import pytest
 import torch
 
-from modeling.layers import MultiScaleDeformableAttention, ms_deform_attn_sampling
+from modeling.layers import SAMPLING_BACKENDS, MultiScaleDeformableAttention, ms_deform_attn_sampling
+
+BACKENDS = ["pytorch", "gather"]
 
 SHAPES = [(3, 4), (2, 2)]
 
@@ -56,35 +59,79 @@ def _level_start_index(shapes):
     return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
 
-def test_sampling_matches_explicit_bilinear_loops():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sampling_matches_explicit_bilinear_loops(backend):
+    sampling = SAMPLING_BACKENDS[backend]
     value, locations, weights = _sampling_inputs()
     expected = _reference_sampling(value, SHAPES, locations, weights)
     spatial_shapes = torch.tensor(SHAPES)
-    actual = ms_deform_attn_sampling(value, spatial_shapes, _level_start_index(SHAPES), locations, weights)
+    actual = sampling(value, spatial_shapes, _level_start_index(SHAPES), locations, weights)
     assert actual.shape == (2, 3, 6)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(ms_deform_attn_sampling(value, SHAPES, None, locations, weights), actual)
+    torch.testing.assert_close(sampling(value, SHAPES, None, locations, weights), actual)
 
 
-def test_sampling_outside_the_map_reads_zeros():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sampling_outside_the_map_reads_zeros(backend):
     value, locations, weights = _sampling_inputs()
-    far = torch.full_like(locations, 5.0)
-    assert ms_deform_attn_sampling(value, SHAPES, None, far, weights).abs().max() == 0
+    for far in (5.0, -5.0, 1.26, -0.26):  # beyond the half-pixel reach of bilinear reads on every level
+        locations_far = torch.full_like(locations, far)
+        assert SAMPLING_BACKENDS[backend](value, SHAPES, None, locations_far, weights).abs().max() == 0
 
 
-def test_sampling_rejects_wrong_spatial_shapes():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sampling_rejects_wrong_spatial_shapes(backend):
     value, locations, weights = _sampling_inputs()
     with pytest.raises(ValueError, match="cover"):
-        ms_deform_attn_sampling(value, [(3, 4), (2, 3)], None, locations, weights)
+        SAMPLING_BACKENDS[backend](value, [(3, 4), (2, 3)], None, locations, weights)
 
 
-def test_sampling_gradcheck():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sampling_gradcheck(backend):
     value, locations, weights = _sampling_inputs()
     locations = (locations * 0.5 + 0.25).detach()  # away from pixel-centre kinks
     inputs = tuple(t.clone().requires_grad_(True) for t in (value, locations, weights))
-    assert torch.autograd.gradcheck(
-        lambda v, loc, w: ms_deform_attn_sampling(v, SHAPES, None, loc, w), inputs, eps=1e-6, atol=1e-5
-    )
+    sampling = SAMPLING_BACKENDS[backend]
+    assert torch.autograd.gradcheck(lambda v, loc, w: sampling(v, SHAPES, None, loc, w), inputs, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shapes, batch, queries, heads, dim, points",
+    [
+        ([(13, 17), (7, 9), (4, 5), (2, 3)], 2, 40, 8, 4, 4),  # four odd-sized levels, as the models use them
+        ([(6, 11)], 1, 25, 2, 3, 3),  # a single level
+        ([(1, 1), (5, 2)], 3, 7, 1, 5, 1),  # a 1x1 level, one head, one point
+    ],
+)
+def test_gather_equals_the_reference_values_and_gradients(shapes, batch, queries, heads, dim, points):
+    generator = torch.Generator().manual_seed(len(shapes) * 10 + batch)
+    num_value = sum(h * w for h, w in shapes)
+    value = torch.randn(batch, num_value, heads, dim, dtype=torch.float64, generator=generator)
+    # locations inside, on the border and outside the map, some exactly on pixel corners and centres
+    locations = torch.rand(batch, queries, heads, len(shapes), points, 2, dtype=torch.float64, generator=generator)
+    locations = locations * 1.6 - 0.3
+    locations[:, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)[torch.randint(2, locations[:, :2].shape)]
+    weights = torch.rand(batch, queries, heads, len(shapes), points, dtype=torch.float64, generator=generator)
+    inputs = [t.requires_grad_(True) for t in (value, locations, weights)]
+    grad = torch.randn(batch, queries, heads * dim, dtype=torch.float64, generator=generator)
+    results = []
+    for backend in BACKENDS:
+        output = SAMPLING_BACKENDS[backend](*inputs[:1], torch.tensor(shapes), None, *inputs[1:])
+        results.append((output, torch.autograd.grad(output, inputs, grad)))
+    (expected, expected_grads), (actual, actual_grads) = results
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for name, a, e in zip(("value", "locations", "weights"), actual_grads, expected_grads):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+def test_gather_in_float32_and_bfloat16_values_follow_the_reference():
+    value, locations, weights = (t.float() for t in _sampling_inputs(seed=3))
+    expected = ms_deform_attn_sampling(value, SHAPES, None, locations, weights)
+    torch.testing.assert_close(SAMPLING_BACKENDS["gather"](value, SHAPES, None, locations, weights), expected)
+    # a bf16 value (autocast's value projection) is gathered in bf16, the weights computed in float32
+    actual = SAMPLING_BACKENDS["gather"](value.bfloat16(), SHAPES, None, locations, weights)
+    assert actual.dtype == torch.float32
+    torch.testing.assert_close(actual, expected, rtol=0.02, atol=0.05)
 
 
 def _module_and_inputs(num_points=2, seed=0):
@@ -121,9 +168,11 @@ def _reference_module(attn, query, reference_points, value, mask=None):
     return attn.output_proj(_reference_sampling(projected, SHAPES, locations, weights))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("ref_dim", [2, 4])
-def test_module_matches_reference(ref_dim):
+def test_module_matches_reference(ref_dim, backend):
     attn, query, value = _module_and_inputs()
+    attn.backend = backend
     reference_points = torch.rand(2, 3, len(SHAPES), ref_dim, dtype=torch.float64)
     expected = _reference_module(attn, query, reference_points, value)
     spatial_shapes = torch.tensor(SHAPES)
@@ -132,8 +181,10 @@ def test_module_matches_reference(ref_dim):
     torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
 
 
-def test_padding_mask_zeroes_values():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_mask_zeroes_values(backend):
     attn, query, value = _module_and_inputs()
+    attn.backend = backend
     reference_points = torch.rand(2, 3, len(SHAPES), 2, dtype=torch.float64)
     mask = torch.zeros(2, value.shape[1], dtype=torch.bool)
     mask[0, -4:] = True
@@ -171,8 +222,10 @@ def test_rejects_bad_arguments():
         attn(query, torch.rand(2, 3, len(SHAPES), 3, dtype=torch.float64), value, SHAPES)
 
 
-def test_gradients_reach_all_parameters_and_inputs():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_reach_all_parameters_and_inputs(backend):
     attn, query, value = _module_and_inputs()
+    attn.backend = backend
     attn = attn.float()
     query = query.float().requires_grad_(True)
     value = value.float().requires_grad_(True)
@@ -182,8 +235,10 @@ def test_gradients_reach_all_parameters_and_inputs():
         assert tensor.grad is not None and tensor.grad.abs().sum() > 0
 
 
-def test_autocast_bfloat16_on_cpu():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autocast_bfloat16_on_cpu(backend):
     attn, query, value = _module_and_inputs()
+    attn.backend = backend
     attn, query, value = attn.float(), query.float(), value.float()
     reference_points = torch.rand(2, 3, len(SHAPES), 2)
     expected = attn(query, reference_points, value, torch.tensor(SHAPES))

@@ -33,11 +33,16 @@ def test_every_variant_in_process_agrees_with_the_direct_computation(bench, tmp_
     rows = {(r["model"], r["mode"], r["variant"]) for r in saved["results"]}
     expected = set()
     for model in ("relation_detr", "lp_detr"):
-        expected |= {(model, "forward", v) for v in ("direct", "chunked")}
-        expected |= {(model, "forward+backward", v) for v in ("direct", "checkpoint", "chunked", "chunked+checkpoint")}
+        expected |= {(model, "forward", v) for v in ("direct", "chunked", "fused")}
+        backward_variants = ("direct", "checkpoint", "chunked", "chunked+checkpoint", "fused")
+        expected |= {(model, "forward+backward", v) for v in backward_variants}
     assert rows == expected
     for r in saved["results"]:
-        assert r["max_abs_diff"] <= 1e-6, r  # chunks only split the rows: identical values
+        if r["variant"] == "fused":  # separable phases as differences of per-box phases: float32 rounding
+            assert r["max_abs_diff"] <= 1e-4 * r["max_abs_output"], r
+        else:
+            assert r["max_abs_diff"] <= 1e-6, r  # chunks only split the rows: identical values
+        assert r["time_ratio"] > 0 and (r["peak_ratio"] is None or r["peak_ratio"] >= 0)
         if r["mode"] == "forward+backward":
             # the summation order of the projection's gradient differs
             assert r["max_abs_diff_grad"] <= 1e-5 * r["max_abs_grad"], r

@@ -15,6 +15,7 @@ import torch
 from core.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
 from tests.parity_fixtures import (
+    KERNELS,
     LOGIT_TOL,
     assert_padded_batch_detections,
     assert_two_stage_intermediates,
@@ -23,6 +24,7 @@ from tests.parity_fixtures import (
     load_spec,
     model_inputs,
     run_single_image,
+    with_kernels,
 )
 from tests.projects.relation_detr_spec import model_config_from_spec
 
@@ -38,11 +40,11 @@ def spec():
     return load_spec(MODEL)
 
 
-@pytest.fixture(scope="module")
-def model(spec):
+@pytest.fixture(scope="module", params=KERNELS)
+def model(spec, request):
     net = instantiate(model_config_from_spec(spec)).eval()
     net.load_state_dict(convert_state_dict(_official_state(), "relation_detr", net.state_dict().keys()))
-    return net
+    yield from with_kernels(net, request.param)
 
 
 @pytest.fixture(scope="module")

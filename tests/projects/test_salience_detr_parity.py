@@ -14,6 +14,7 @@ import torch
 from core.lazy import instantiate
 from scripts.convert_checkpoint import convert_state_dict, load_official_checkpoint
 from tests.parity_fixtures import (
+    KERNELS,
     LOGIT_TOL,
     assert_close,
     assert_padded_batch_detections,
@@ -22,19 +23,20 @@ from tests.parity_fixtures import (
     load_case,
     load_spec,
     run_single_image,
+    with_kernels,
 )
 from tests.projects.salience_detr_spec import model_config_from_spec
 
 MODEL = "salience_detr_tiny"
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=KERNELS)
+def model(request):
     spec = load_spec(MODEL)
     net = instantiate(model_config_from_spec(spec)).eval()
     official = load_official_checkpoint(os.path.join(fixture_dir(MODEL), "official_checkpoint.pth"))
     net.load_state_dict(convert_state_dict(official, "salience_detr", net.state_dict().keys()))
-    return net
+    yield from with_kernels(net, request.param)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from modeling.transformer import FFN, DeformableEncoderLayer, QuerySelfAttention
 
 
 def deformable_attention(embed_dim, num_levels, num_heads=8, num_points=4):
-    """Multi-scale deformable attention (the reference sampling backend)."""
+    """Multi-scale deformable attention with the ``"gather"`` sampling backend (``"pytorch"``: the reference)."""
     return L(MultiScaleDeformableAttention)(
-        embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, backend="pytorch"
+        embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, backend="gather"
     )
 
 

@@ -31,6 +31,8 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from modeling.layers import get_sine_pos_embed
 
+from .fused_relation import RelationTerms, fused_relation
+
 __all__ = [
     "RELATION_BACKENDS",
     "BoxRelationEmbedding",
@@ -81,14 +83,22 @@ def box_relation_features(
     Returns:
         ``[B, N1, N2, 4]`` (or ``5`` with ``with_giou``).
     """
-    src_xy, src_wh = src_boxes[..., None, :2], src_boxes[..., None, 2:]
-    tgt_xy, tgt_wh = tgt_boxes[..., None, :, :2], tgt_boxes[..., None, :, 2:]
-    delta_xy = torch.log(torch.abs(src_xy - tgt_xy) / (src_wh + eps) + 1.0)
+    src_wh, tgt_wh = src_boxes[..., None, 2:], tgt_boxes[..., None, :, 2:]
     delta_wh = torch.log((src_wh + eps) / (tgt_wh + eps))
-    features = [delta_xy, delta_wh]
+    features = [centre_offset_features(src_boxes, tgt_boxes, eps), delta_wh]
     if with_giou:
         features.append(pairwise_giou(src_boxes, tgt_boxes, eps)[..., None])
     return torch.cat(features, -1)
+
+
+def centre_offset_features(
+    src_boxes: Tensor, tgt_boxes: Tensor, eps: float = RELATION_EPS, factor: float = 1.0
+) -> Tensor:
+    """``[B, N1, N2, 2]`` centre-offset features ``log(|x_i - x_j| / (factor * (w_i + eps)) + 1)`` (and ``y``/``h``);
+    ``factor`` is LP-DETR's medium-range scaling (1: the local features)."""
+    src_xy, src_wh = src_boxes[..., None, :2], src_boxes[..., None, 2:]
+    tgt_xy = tgt_boxes[..., None, :, :2]
+    return torch.log(torch.abs(src_xy - tgt_xy) / (factor * (src_wh + eps)) + 1.0)
 
 
 def pytorch_relation(module: BoxRelationEmbedding, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
@@ -105,7 +115,7 @@ def pytorch_relation(module: BoxRelationEmbedding, src_boxes: Tensor, tgt_boxes:
 
 
 #: relation-bias backends by name: ``backend(module, src_boxes, tgt_boxes, layer_idx) -> [B, K, N1, N2]``
-RELATION_BACKENDS: dict[str, Callable[..., Tensor]] = {"pytorch": pytorch_relation}
+RELATION_BACKENDS: dict[str, Callable[..., Tensor]] = {"pytorch": pytorch_relation, "fused": fused_relation}
 
 
 def register_relation_backend(name: str, function: Callable[..., Tensor]) -> None:
@@ -129,8 +139,12 @@ class BoxRelationEmbedding(nn.Module):
         chunk_size: compute the relation in blocks of this many source boxes (``None``: at once).
         checkpoint: in training, recompute each block's embedding in the backward pass.
         backend: the kernel computing the biases, a name of :data:`RELATION_BACKENDS` (``"pytorch"``: the
-            reference, :func:`pytorch_relation`).
+            reference, :func:`pytorch_relation`; ``"fused"``: :func:`~.fused_relation.fused_relation`, which never
+            holds the embedding and ignores ``chunk_size`` and ``checkpoint``).
     """
+
+    #: the backend that defines the computation (exports and tests compare against it)
+    reference_backend = "pytorch"
 
     def __init__(
         self,
@@ -194,6 +208,33 @@ class BoxRelationEmbedding(nn.Module):
         """Per-head biases ``[B, N1, N2, K]`` of one block of source boxes."""
         embedding = self.embed(src_boxes, tgt_boxes, layer_idx)
         return F.relu(F.linear(embedding, self.proj.weight.flatten(1), self.proj.bias))
+
+    def projection_weight(self) -> Tensor:
+        """The projection as ``[K, F, H, 2]``: feature, frequency, sine/cosine channel."""
+        return self.proj.weight.view(self.num_relation_heads, self.num_features, self.sine_dim // 2, 2)
+
+    def pair_features(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """The features that are not differences of per-box terms, ``[B, N1, N2, P]``: the centre offsets (and
+        GIoU); the fused backend embeds them block by block."""
+        del layer_idx
+        features = [centre_offset_features(src_boxes, tgt_boxes, self.eps)]
+        if self.with_giou:
+            features.append(pairwise_giou(src_boxes, tgt_boxes, self.eps)[..., None])
+        return torch.cat(features, -1)
+
+    def relation_terms(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> RelationTerms:
+        """The relation split for the ``"fused"`` backend: the size ratios are separable, ``log(w_i + eps) -
+        log(w_j + eps)``; the centre offsets (and GIoU) are pairwise."""
+        weight = self.projection_weight()
+        pair_index = [0, 1, 4] if self.with_giou else [0, 1]
+        return RelationTerms(
+            src_terms=torch.log(src_boxes[..., 2:] + self.eps),
+            tgt_terms=torch.log(tgt_boxes[..., 2:] + self.eps),
+            separable_weight=weight[:, 2:4],
+            pair_features=lambda start, end: self.pair_features(src_boxes[:, start:end], tgt_boxes, layer_idx),
+            pair_weight=weight[:, pair_index],
+            bias=self.proj.bias,
+        )
 
     def forward(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int = 0) -> Tensor:
         """Attention biases of every pair.
@@ -297,9 +338,8 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
         if self.medium_form == "log":
             features = box_relation_features(src_boxes, tgt_boxes, eps, with_giou=False) / factor
         else:
-            src_xy, src_wh = src_boxes[..., None, :2], src_boxes[..., None, 2:]
-            tgt_xy, tgt_wh = tgt_boxes[..., None, :, :2], tgt_boxes[..., None, :, 2:]
-            delta_xy = torch.log(torch.abs(src_xy - tgt_xy) / (factor * (src_wh + eps)) + 1.0)
+            src_wh, tgt_wh = src_boxes[..., None, 2:], tgt_boxes[..., None, :, 2:]
+            delta_xy = centre_offset_features(src_boxes, tgt_boxes, eps, factor)
             delta_wh = torch.log((src_wh + eps) / (tgt_wh + eps)) / factor
             features = torch.cat([delta_xy, delta_wh], -1)
         if self.with_giou:
@@ -317,3 +357,40 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
             global_ = self.sine_embed(constant)
         weights = self._lambdas()[layer_idx]
         return weights[0] * local + weights[1] * medium + weights[2] * global_
+
+    def pair_features(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> Tensor:
+        """``[B, N1, N2, P]``: the local centre offsets, the medium ones, then GIoU (shared by both scopes)."""
+        local = centre_offset_features(src_boxes, tgt_boxes, self.eps)
+        if self.medium_form == "log":
+            medium = local / self.medium_scale(layer_idx)
+        else:
+            medium = centre_offset_features(src_boxes, tgt_boxes, self.eps, self.medium_scale(layer_idx))
+        features = [local, medium]
+        if self.with_giou:
+            features.append(pairwise_giou(src_boxes, tgt_boxes, self.eps)[..., None])
+        return torch.cat(features, -1)
+
+    def relation_terms(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int) -> RelationTerms:
+        """The mixed relation split for the ``"fused"`` backend. The projection is linear, so ``Lambda`` scales
+        the weights instead of the embeddings: local and medium size ratios are separable terms (the medium ones
+        divided by ``s_l``), local and medium centre offsets pairwise ones, GIoU (the same in both scopes) is
+        weighted by ``lambda_local + lambda_medium``, and the global relation is a constant added to the bias."""
+        if not 0 <= layer_idx < self.num_layers:
+            raise IndexError(f"layer_idx {layer_idx} outside [0, {self.num_layers})")
+        lam_local, lam_medium, lam_global = self._lambdas()[layer_idx].unbind()
+        factor = self.medium_scale(layer_idx)
+        weight = self.projection_weight()
+        src_log, tgt_log = torch.log(src_boxes[..., 2:] + self.eps), torch.log(tgt_boxes[..., 2:] + self.eps)
+        pair_weight = [lam_local * weight[:, 0:2], lam_medium * weight[:, 0:2]]
+        if self.with_giou:
+            pair_weight.append((lam_local + lam_medium) * weight[:, 4:5])
+        with torch.no_grad():
+            constant = self.sine_embed(src_boxes.new_full((self.num_features,), self.global_value))
+        return RelationTerms(
+            src_terms=torch.cat([src_log, src_log / factor], -1),
+            tgt_terms=torch.cat([tgt_log, tgt_log / factor], -1),
+            separable_weight=torch.cat([lam_local * weight[:, 2:4], lam_medium * weight[:, 2:4]], 1),
+            pair_features=lambda start, end: self.pair_features(src_boxes[:, start:end], tgt_boxes, layer_idx),
+            pair_weight=torch.cat(pair_weight, 1),
+            bias=self.proj.bias + lam_global * (self.proj.weight.flatten(1) @ constant.to(self.proj.weight.dtype)),
+        )

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Peak memory and time of the decoder's box-relation bias: Relation DETR's and LP-DETR's, direct, chunked and
-checkpointed.
+"""Peak memory and time of the decoder's box-relation bias: Relation DETR's and LP-DETR's, direct, chunked,
+checkpointed and fused.
 
 What is measured: one call of the relation module a decoder layer uses for its self-attention bias
 (``BoxRelationEmbedding`` / ``ProgressiveRelationEmbedding.forward``): the pairwise relation features of
@@ -13,8 +13,10 @@ path. Not included: the attention itself, the ``-inf`` masking and flattening in
   upstream gradient ``[B, heads, Q, Q]`` (allocated inside the measurement, as in training), which reaches the
   projection and LP-DETR's ``Lambda``.
 * Variants: ``direct`` (the whole ``[B, Q, Q, C]`` embedding at once), ``chunked`` (``--chunk-size`` source rows at
-  a time), and with ``forward+backward`` also ``checkpoint`` and ``chunked+checkpoint`` (each block's embedding is
-  recomputed in the backward pass instead of being kept).
+  a time), ``fused`` (the ``"fused"`` backend: separable features as matrix products, the others embedded and
+  projected block by block, recomputed in the backward pass), and with ``forward+backward`` also ``checkpoint`` and
+  ``chunked+checkpoint`` (each block's embedding is recomputed in the backward pass instead of being kept). The
+  ``x direct`` columns divide each variant's peak memory and time by the ``direct`` one's.
 * Peak memory: on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call (tensors,
   not the caching allocator's reserve); on CPU the peak resident set size (``VmHWM``, reset through
   ``/proc/self/clear_refs``; ``getrusage`` where that is not possible) minus the resident size before the call, each
@@ -57,11 +59,12 @@ from projects.lp_detr.modeling import BoxRelationEmbedding, ProgressiveRelationE
 
 MODELS = ("relation_detr", "lp_detr")
 MODES = ("forward", "forward+backward")
-VARIANTS = {  # name: (chunked, checkpoint)
-    "direct": (False, False),
-    "checkpoint": (False, True),
-    "chunked": (True, False),
-    "chunked+checkpoint": (True, True),
+VARIANTS = {  # name: (chunked, checkpoint, backend)
+    "direct": (False, False, "pytorch"),
+    "checkpoint": (False, True, "pytorch"),
+    "chunked": (True, False, "pytorch"),
+    "chunked+checkpoint": (True, True, "pytorch"),
+    "fused": (False, False, "fused"),
 }
 MIB = 2**20
 MEASURES = (
@@ -110,12 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_relation(model: str, variant: str, args: argparse.Namespace) -> torch.nn.Module:
     """The relation module of ``model`` (the configs' settings) in ``variant``, with seeded weights."""
-    chunked, checkpoint = VARIANTS[variant]
+    chunked, checkpoint, backend = VARIANTS[variant]
     chunk_size = args.chunk_size if chunked else None
     torch.manual_seed(args.seed)
     if model == "relation_detr":
         relation = BoxRelationEmbedding(
-            num_heads=args.num_heads, with_giou=False, chunk_size=chunk_size, checkpoint=checkpoint
+            num_heads=args.num_heads, with_giou=False, chunk_size=chunk_size, checkpoint=checkpoint, backend=backend
         )
     else:
         relation = ProgressiveRelationEmbedding(
@@ -124,6 +127,7 @@ def build_relation(model: str, variant: str, args: argparse.Namespace) -> torch.
             with_giou=True,
             chunk_size=chunk_size,
             checkpoint=checkpoint,
+            backend=backend,
         )
         with torch.no_grad():  # a learnt-looking Lambda, so that all three scopes matter
             relation.layer_weights.uniform_(0.1, 0.6)
@@ -224,6 +228,7 @@ def measure(model: str, mode: str, variant: str, args: argparse.Namespace, devic
         "variant": variant,
         "chunk_size": args.chunk_size if VARIANTS[variant][0] else None,
         "checkpoint": VARIANTS[variant][1],
+        "backend": VARIANTS[variant][2],
         "peak_mib": max(peak, 0) / MIB,
         "memory_method": method,
         "time_ms": 1000 * (statistics.median(times) if times else first_time),
@@ -296,7 +301,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             if "direct" in variants:  # the reference first
                 variants.remove("direct")
                 variants.insert(0, "direct")
-            reference = None
+            reference = reference_result = None
             for variant in variants:
                 if subprocesses:
                     result = measure_in_subprocess(model, mode, variant, args, device)
@@ -304,8 +309,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     result = measure(model, mode, variant, args, device)
                 tensors = result.pop("tensors")
                 if reference is None:
-                    reference = tensors
+                    reference, reference_result = tensors, result
                     result["reference"] = variant
+                result["peak_ratio"] = (
+                    result["peak_mib"] / reference_result["peak_mib"] if reference_result["peak_mib"] else None
+                )
+                result["time_ratio"] = result["time_ms"] / reference_result["time_ms"]
                 result["max_abs_diff"] = _max_abs_diff(tensors, reference, "output")
                 result["max_abs_diff_grad"] = _max_abs_diff(tensors, reference, "grad/")
                 result["max_abs_output"] = _max_abs(reference, "output")  # scales of the differences
@@ -337,13 +346,24 @@ def format_table(report: dict) -> str:
         f"call; time = median of {config['repeats']} calls; diff = max |variant - direct| of the output / the "
         "parameter gradients (relative to max |direct| in brackets).",
     ]
-    header = ["model", "mode", "variant", "peak MiB", "time ms", "out diff", "grad diff"]
+    header = ["model", "mode", "variant", "peak MiB", "x direct", "time ms", "x direct", "out diff", "grad diff"]
     rows = []
     for r in report["results"]:
         out_diff = _format_diff(r["max_abs_diff"], r["max_abs_output"], r.get("reference"))
         grad_diff = _format_diff(r["max_abs_diff_grad"], r["max_abs_grad"], r.get("reference"))
+        peak_ratio = "-" if r.get("peak_ratio") is None else f"{r['peak_ratio']:.2f}"
         rows.append(
-            [r["model"], r["mode"], r["variant"], f"{r['peak_mib']:.1f}", f"{r['time_ms']:.1f}", out_diff, grad_diff]
+            [
+                r["model"],
+                r["mode"],
+                r["variant"],
+                f"{r['peak_mib']:.1f}",
+                peak_ratio,
+                f"{r['time_ms']:.1f}",
+                f"{r['time_ratio']:.2f}",
+                out_diff,
+                grad_diff,
+            ]
         )
     widths = [max(len(header[c]), *(len(row[c]) for row in rows)) for c in range(len(header))]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))

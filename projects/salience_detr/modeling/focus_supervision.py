@@ -87,16 +87,20 @@ def overlapping_limit_range(limit_range: LimitRange, overlap: float) -> tuple[tu
 
 
 def _absolute_xyxy(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Boxes ``[M, 4]`` normalised cxcywh -> ``[M, 4]`` float32 xyxy in pixels of an ``(h, w)`` image."""
+    """Boxes ``[M, 4]`` normalised cxcywh -> ``[M, 4]`` xyxy in pixels of an ``(h, w)`` image, in the boxes' dtype
+    (at least float32)."""
     height, width = image_size
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
-    return box_cxcywh_to_xyxy(boxes.float()) * scale
+    dtype = torch.promote_types(boxes.dtype, torch.float32)
+    scale = torch.tensor([width, height, width, height], dtype=dtype, device=boxes.device)
+    return box_cxcywh_to_xyxy(boxes.to(dtype)) * scale
 
 
-def _token_centres(shape: tuple[int, int], stride: tuple[float, float], device) -> tuple[Tensor, Tensor]:
-    """Token centres of one level in pixels: ``ys`` ``[h, 1, 1]`` and ``xs`` ``[1, w, 1]``."""
-    ys = (torch.arange(shape[0], dtype=torch.float32, device=device) + 0.5) * stride[0]
-    xs = (torch.arange(shape[1], dtype=torch.float32, device=device) + 0.5) * stride[1]
+def _token_centres(
+    shape: tuple[int, int], stride: tuple[float, float], device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Token centres of one level in pixels (``dtype``): ``ys`` ``[h, 1, 1]`` and ``xs`` ``[1, w, 1]``."""
+    ys = (torch.arange(shape[0], dtype=dtype, device=device) + 0.5) * stride[0]
+    xs = (torch.arange(shape[1], dtype=dtype, device=device) + 0.5) * stride[1]
     return ys[:, None, None], xs[None, :, None]
 
 
@@ -121,7 +125,7 @@ def _level_foreground(
     """
     if boxes_xyxy.shape[0] == 0:
         return torch.zeros(shape, dtype=torch.bool, device=boxes_xyxy.device)
-    ys, xs = _token_centres(shape, stride, boxes_xyxy.device)
+    ys, xs = _token_centres(shape, stride, boxes_xyxy.device, boxes_xyxy.dtype)
     x1, y1, x2, y2 = boxes_xyxy.unbind(-1)  # each [M]
     distances = torch.stack(torch.broadcast_tensors(xs - x1, ys - y1, x2 - xs, y2 - ys), dim=-1)  # [h, w, M, 4]
     farthest = distances.amax(dim=-1)
@@ -163,16 +167,17 @@ def foreground_targets(
             many strides of the box centre (the official code's disabled ``1.5``).
 
     Returns:
-        Per level, ``[B, h_l, w_l]`` float32 targets in ``{0, 1}``.
+        Per level, ``[B, h_l, w_l]`` targets in ``{0, 1}``, in the dtype of the boxes (at least float32).
     """
     _check_levels(feature_shapes, strides, limit_range)
     if len(boxes) != len(image_sizes):
         raise ValueError(f"got boxes for {len(boxes)} images but {len(image_sizes)} image_sizes")
     absolute = [_absolute_xyxy(b, size) for b, size in zip(boxes, image_sizes)]
+    dtype = absolute[0].dtype if absolute else torch.float32
     maps = []
     for shape, stride, limit in zip(feature_shapes, strides, limit_range):
         per_image = [_level_foreground(b, tuple(shape), stride, limit, center_sampling_radius) for b in absolute]
-        maps.append(torch.stack(per_image).float())
+        maps.append(torch.stack(per_image).to(dtype))
     return maps
 
 
@@ -305,7 +310,7 @@ class FocusForegroundLoss(ScoreMapLoss):
         self.ignore_padding = ignore_padding
 
     def targets(self, logits, targets, strides, image_sizes) -> list[Tensor]:
-        """Per level, ``[B, h_l, w_l]`` float32 binary targets for ``logits`` (arguments as :meth:`forward`)."""
+        """Per level, ``[B, h_l, w_l]`` binary targets for ``logits`` (arguments as :meth:`forward`)."""
         shapes, boxes = target_inputs(logits, targets)
         return foreground_targets(boxes, image_sizes, shapes, strides, self.limit_range, self.center_sampling_radius)
 

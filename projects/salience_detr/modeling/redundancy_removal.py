@@ -16,22 +16,23 @@ from modeling.transformer import MultiLevelTokens
 __all__ = ["RedundancyRemovalSelector", "unit_boxes"]
 
 
-def unit_boxes(index: Tensor, tokens: MultiLevelTokens) -> tuple[Tensor, Tensor]:
+def unit_boxes(index: Tensor, tokens: MultiLevelTokens, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """Level and unit box of tokens.
 
     Args:
         index: ``[N]`` token indices in ``S``.
         tokens: the flattened inputs (level shapes and starts).
+        dtype: floating dtype of the boxes (their integer coordinates are exact in float32 and float64).
 
     Returns:
-        ``(level [N] int64, boxes [N, 4] float32 xyxy in cells of that level)``.
+        ``(level [N] int64, boxes [N, 4] of dtype, xyxy in cells of that level)``.
     """
     starts = tokens.level_start_index
     level = torch.bucketize(index, starts, right=True) - 1
     cell = index - starts[level]
     width = tokens.spatial_shapes[level, 1]
-    x = cell % width
-    y = torch.div(cell, width, rounding_mode="trunc")
+    x = (cell % width).to(dtype)
+    y = torch.div(cell, width, rounding_mode="trunc").to(dtype)
     return level, torch.stack([x - 1.0, y - 1.0, x + 1.0, y + 1.0], -1)
 
 
@@ -77,11 +78,14 @@ class RedundancyRemovalSelector(nn.Module):
 
     def _nms_keep(self, scores: Tensor, index: Tensor, tokens: MultiLevelTokens, batch: int) -> Tensor:
         """Bool ``[B * K]``: which flattened candidates survive NMS within their image (and level)."""
-        level, boxes = unit_boxes(index, tokens)
+        # NMS in the scores' dtype, at least float32 (torchvision's NMS takes float32 and float64): a float64 model
+        # ranks its candidates without float32 ties
+        dtype = torch.promote_types(scores.dtype, torch.float32)
+        level, boxes = unit_boxes(index, tokens, dtype)
         image = torch.arange(batch, device=index.device).repeat_interleave(index.numel() // batch)
         num_levels = tokens.spatial_shapes.shape[0]
         groups = level + num_levels * image if self.level_wise else image
-        kept = torchvision.ops.batched_nms(boxes, scores.float(), groups, self.iou_threshold)
+        kept = torchvision.ops.batched_nms(boxes, scores.to(dtype), groups, self.iou_threshold)
         keep = torch.zeros_like(index, dtype=torch.bool)
         keep[kept] = True
         return keep

@@ -63,15 +63,17 @@ def _normalized_cxcywh_to_absolute_xyxy(boxes: Tensor, image_size: tuple[int, in
     return corners * torch.tensor([width, height, width, height], device=boxes.device)
 
 
-def _cell_centres(feature_shape: tuple[int, int], stride: tuple[float, float], device) -> tuple[Tensor, Tensor]:
-    """Pixel coordinates of the cell centres of one level.
+def _cell_centres(
+    feature_shape: tuple[int, int], stride: tuple[float, float], device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates of the cell centres of one level, of ``dtype``.
 
     Returns:
         ``ys`` of shape ``[H_l, 1, 1]`` and ``xs`` of shape ``[1, W_l, 1]``, ready to broadcast against boxes.
     """
     height, width = feature_shape
-    ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) * stride[0]
-    xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) * stride[1]
+    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) * stride[0]
+    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) * stride[1]
     return ys[:, None, None], xs[None, :, None]
 
 
@@ -87,12 +89,13 @@ def _single_image_level_target(
         limit: ``(lo, hi)``; a cell is assigned to the level when ``lo < max(l, t, r, b) <= hi``.
 
     Returns:
-        ``[H_l, W_l]`` float32 target map.
+        ``[H_l, W_l]`` target map in the dtype of the boxes, at least float32.
     """
-    ys, xs = _cell_centres(feature_shape, stride, boxes_xyxy.device)
+    dtype = torch.promote_types(boxes_xyxy.dtype, torch.float32)
+    ys, xs = _cell_centres(feature_shape, stride, boxes_xyxy.device, dtype)
     if boxes_xyxy.shape[0] == 0:
-        return torch.zeros(feature_shape, dtype=torch.float32, device=boxes_xyxy.device)
-    x1, y1, x2, y2 = boxes_xyxy.float().unbind(-1)  # each [M]
+        return torch.zeros(feature_shape, dtype=dtype, device=boxes_xyxy.device)
+    x1, y1, x2, y2 = boxes_xyxy.to(dtype).unbind(-1)  # each [M]
     left, top = xs - x1, ys - y1  # [1, W, M], [H, 1, M]
     right, bottom = x2 - xs, y2 - ys
     left, top, right, bottom = torch.broadcast_tensors(left, top, right, bottom)  # each [H, W, M]
@@ -127,7 +130,7 @@ def salience_target_maps(
         limit_range: per level, ``(lo, hi)`` bounds on a cell's largest border distance to a box.
 
     Returns:
-        Per level, a ``[B, H_l, W_l]`` float32 tensor of targets in [0, 1].
+        Per level, a ``[B, H_l, W_l]`` tensor of targets in [0, 1], in the dtype of the boxes, at least float32.
     """
     if not (len(feature_shapes) == len(strides) == len(limit_range)):
         raise ValueError(

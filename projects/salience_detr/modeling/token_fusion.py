@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modeling.fusion import FusedForInferenceError, merge_parallel_convs
+
 __all__ = ["CSPRepLayer", "GlobalContextGate", "RepVGGPluXBlock", "RepVGGPluXNetwork", "conv_norm_act"]
 
 NORMS = {"BatchNorm2d": nn.BatchNorm2d, "SyncBatchNorm": nn.SyncBatchNorm}
@@ -73,6 +75,9 @@ class GlobalContextGate(nn.Module):
 class RepVGGPluXBlock(nn.Module):
     """``gate(act(conv3x3(x) + conv1x1(x))) + x``, both convs grouped and batch-normalised.
 
+    For inference, :meth:`reparameterize` merges the two branches (RepVGG): ``conv3x3`` becomes one 3x3 grouped
+    convolution with a bias and ``conv1x1`` is removed (``None``).
+
     Args:
         channels: input and output channels.
         groups: groups of both convolutions.
@@ -88,7 +93,23 @@ class RepVGGPluXBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Maps ``[B, C, H, W]`` to ``[B, C, H, W]``."""
-        return self.gate(self.activation(self.conv3x3(x) + self.conv1x1(x))) + x
+        branches = self.conv3x3(x) if self.conv1x1 is None else self.conv3x3(x) + self.conv1x1(x)
+        return self.gate(self.activation(branches)) + x
+
+    def reparameterize(self) -> bool:
+        """Merges the two conv-norm branches into one 3x3 convolution (eval mode; the outputs stay the same up to
+        float rounding). Returns whether anything changed: False once done.
+
+        Raises:
+            FusedForInferenceError: in training mode (the batch norms would use batch statistics).
+        """
+        if self.conv1x1 is None:
+            return False
+        if self.training:
+            raise FusedForInferenceError("RepVGGPluXBlock.reparameterize is for inference: call eval() first")
+        self.conv3x3 = merge_parallel_convs([(branch[0], branch[1]) for branch in (self.conv3x3, self.conv1x1)])
+        self.conv1x1 = None
+        return True
 
 
 class CSPRepLayer(nn.Module):

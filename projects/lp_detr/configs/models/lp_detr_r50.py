@@ -3,9 +3,10 @@
 The decoder's relation embedding mixes local, medium and global relations with learnable per-layer weights
 (``Lambda``, ``[6, 3]``, initialised to 0.33) before the shared projection, with GIoU as a fifth relation feature;
 all 8 heads get a bias. Every ablation switch is an argument of ``model.transformer.decoder.relation``
-(``with_giou``, ``num_relation_heads``, ``normalize_lambda``, ``medium_form``, ``lambda_init``). The relation is
-computed in blocks of 300 queries and recomputed in the backward pass (``chunk_size``, ``checkpoint``): the three
-``[B, Q, Q, 80]`` embeddings per layer would otherwise take several GB at 1100 queries.
+(``with_giou``, ``num_relation_heads``, ``normalize_lambda``, ``medium_form``, ``lambda_init``). The ``"fused"``
+backend never holds the ``[B, Q, Q, 80]`` embeddings; with ``backend="pytorch"`` (the reference) the relation is
+computed in blocks of 300 queries and recomputed in the backward pass (``chunk_size``, ``checkpoint``), since the
+three embeddings per layer would otherwise take several GB at 1100 queries.
 """
 
 from core.lazy import LazyCall as L
@@ -27,5 +28,5 @@ model.transformer.decoder.relation = L(ProgressiveRelationEmbedding)(
     global_value=1.0,
     chunk_size=300,
     checkpoint=True,
-    backend="pytorch",
+    backend="fused",
 )

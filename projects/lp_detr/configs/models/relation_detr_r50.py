@@ -36,7 +36,7 @@ transformer.decoder.relation = L(BoxRelationEmbedding)(
     with_giou=False,
     chunk_size=None,
     checkpoint=False,
-    backend="pytorch",
+    backend="fused",
 )
 transformer.branches = L(dict)(
     hybrid=L(HybridBranch)(num_proposals=1500, num_classes="${...num_classes}", embed_dim="${...embed_dim}"),

@@ -1,0 +1,45 @@
+"""Temporary, restorable settings of the modules of a model (kernel backends, export flags)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from torch import nn
+
+__all__ = ["module_attributes", "reference_kernels"]
+
+
+@contextlib.contextmanager
+def module_attributes(
+    model: nn.Module,
+    attribute: str,
+    value: Any | Callable[[nn.Module], Any],
+    applies: Callable[[nn.Module], bool] | None = None,
+) -> Iterator[list[nn.Module]]:
+    """Within the ``with`` block, every module of ``model`` that has ``attribute`` (and for which ``applies`` is
+    true, when given) gets ``value``, or ``value(module)`` when ``value`` is callable; the previous values are
+    restored on exit.
+
+    Yields:
+        the modules changed.
+    """
+    modules = [m for m in model.modules() if hasattr(m, attribute) and (applies is None or applies(m))]
+    previous = [getattr(m, attribute) for m in modules]
+    for module in modules:
+        setattr(module, attribute, value(module) if callable(value) else value)
+    try:
+        yield modules
+    finally:
+        for module, old in zip(modules, previous):
+            setattr(module, attribute, old)
+
+
+def reference_kernels(model: nn.Module) -> contextlib.AbstractContextManager[list[nn.Module]]:
+    """Within the ``with`` block, every module with a selectable kernel (``backend`` and ``reference_backend``
+    attributes: deformable attention, box relations) runs its reference backend, plain PyTorch ops that tracers
+    and exporters understand."""
+    return module_attributes(
+        model, "backend", lambda m: m.reference_backend, applies=lambda m: hasattr(m, "reference_backend")
+    )
