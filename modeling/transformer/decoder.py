@@ -79,7 +79,8 @@ class QuerySelfAttention(nn.MultiheadAttention):
     def forward(self, query: Tensor, state: DecoderLayerState) -> Tensor:  # type: ignore[override]
         """``[B, Q, E]`` attended queries (no residual, no norm: the layer adds them)."""
         with_pos = query + state.query_pos
-        return super().forward(with_pos, with_pos, query, attn_mask=state.attention_mask())[0]
+        # no attention weights asked for: PyTorch runs its fused scaled-dot-product kernel
+        return super().forward(with_pos, with_pos, query, attn_mask=state.attention_mask(), need_weights=False)[0]
 
 
 class DeformableDecoderLayer(nn.Module):

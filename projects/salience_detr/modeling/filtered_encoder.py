@@ -51,7 +51,7 @@ class SelectedTokenAttention(nn.Module):
         selected = gather_tokens(query, index)
         with_pos = selected + gather_tokens(query_pos, index)
         padding = None if real is None else ~real.gather(1, index)
-        attended = self.attn(with_pos, with_pos, selected, key_padding_mask=padding)[0]
+        attended = self.attn(with_pos, with_pos, selected, key_padding_mask=padding, need_weights=False)[0]
         selected = self.norm(selected + self.dropout(attended))
         return query.scatter(1, index.unsqueeze(-1).expand(-1, -1, query.shape[-1]), selected)
 
