@@ -147,7 +147,7 @@ def benchmark_train(model, args, generator) -> dict:
             losses = model(inputs)
         total = sum(losses.values())
         total.backward()
-        return float(total)
+        return float(total.detach())
 
     losses = {variant: step(variant) for variant in variants}
     times = {variant: [] for variant in variants}
