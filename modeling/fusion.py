@@ -130,11 +130,13 @@ def conv_norm_kernel(conv: nn.Conv2d, norm: nn.Module | None = None) -> tuple[Te
 
 
 def _set_kernel(conv: nn.Conv2d, weight: Tensor, bias: Tensor, requires_grad: bool | None = None) -> None:
-    """Gives ``conv`` (in place) the float64 ``weight`` and ``bias``, in its own dtype and device; the new
-    parameters require gradients like its old weight unless ``requires_grad`` says otherwise."""
+    """Gives ``conv`` (in place) the float64 ``weight`` (of its weight's shape) and ``bias``, in its own dtype,
+    device and memory format; the new parameters require gradients like its old weight unless ``requires_grad``
+    says otherwise."""
     like = conv.weight
     requires_grad = like.requires_grad if requires_grad is None else requires_grad
-    conv.weight = nn.Parameter(weight.to(like.device, like.dtype), requires_grad=requires_grad)
+    # empty_like keeps the old weight's memory format (channels-last backbones stay channels-last)
+    conv.weight = nn.Parameter(torch.empty_like(like).copy_(weight), requires_grad=requires_grad)
     conv.bias = nn.Parameter(bias.to(like.device, like.dtype), requires_grad=requires_grad)
 
 

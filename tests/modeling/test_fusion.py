@@ -405,3 +405,11 @@ def test_analyze_model_fuse_flag():
     # every trainable BN's two affine terms become one conv bias; each RepVGG block loses its 1x1 branch
     assert fused["parameter"]["total"] < plain["parameter"]["total"]
     assert "[fused]" in analyze_model.markdown_table([fused])
+
+
+def test_folded_convolutions_keep_the_channels_last_layout():
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1).to(memory_format=torch.channels_last).eval()
+    norm = FrozenBatchNorm2d(6)
+    model = torch.nn.Sequential(conv, norm).eval()
+    fuse_for_inference(model)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
