@@ -11,9 +11,10 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ResNetBackbone", "load_state_dict_file", "run_resnet_stages"]
+__all__ = ["ResNetBackbone", "conv_norm", "load_state_dict_file", "run_resnet_stages"]
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
@@ -72,13 +73,63 @@ def _download_state_dict(url: str) -> Any:
         ) from e
 
 
+def conv_norm(conv: nn.Module, norm: nn.Module, x: Tensor, fold: bool = True) -> Tensor:
+    """``norm(conv(x))``; with ``fold``, a ``FrozenBatchNorm2d`` after an ``nn.Conv2d`` is applied through the
+    convolution's weight and bias instead (``conv(x, W * s) + (b * s + t)`` for the norm's ``x * s + t``).
+
+    The same function of ``x`` and of the convolution's parameters (its gradients flow through ``W * s``) up to float
+    rounding, without the extra pass over the output in the forward and backward passes. Other norms (a trainable
+    batch norm uses batch statistics) and other convolution modules run as they are.
+    """
+    if not (fold and type(norm) is FrozenBatchNorm2d and type(conv) is nn.Conv2d):
+        return norm(conv(x))
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+
+
+def _run_block(block: nn.Module, x: Tensor, fold: bool) -> Tensor:
+    """A torchvision ``BasicBlock``/``Bottleneck`` (exact types: their forward, with :func:`conv_norm`), or any
+    other module as it is."""
+    kind = type(block)
+    if kind is Bottleneck:
+        out = block.relu(conv_norm(block.conv1, block.bn1, x, fold))
+        out = block.relu(conv_norm(block.conv2, block.bn2, out, fold))
+        out = conv_norm(block.conv3, block.bn3, out, fold)
+    elif kind is BasicBlock:
+        out = block.relu(conv_norm(block.conv1, block.bn1, x, fold))
+        out = conv_norm(block.conv2, block.bn2, out, fold)
+    else:
+        return block(x)
+    downsample = block.downsample
+    if downsample is None:
+        identity = x
+    elif type(downsample) is nn.Sequential and len(downsample) == 2:
+        identity = conv_norm(downsample[0], downsample[1], x, fold)
+    else:
+        identity = downsample(x)
+    out += identity
+    return block.relu(out)
+
+
 def run_resnet_stages(net: nn.Module, images: Tensor) -> dict[str, Tensor]:
     """The forward pass of a ResNet-layout backbone: stem (``conv1``, ``bn1``, ``relu``, ``maxpool``), then the
-    modules named in ``net.stage_names``; returns the stages in ``net.out_features``, in that order."""
-    x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+    modules named in ``net.stage_names``; returns the stages in ``net.out_features``, in that order.
+
+    Frozen batch norms are folded into the convolutions before them (:func:`conv_norm`) unless
+    ``net.fold_frozen_norms`` is ``False`` (the reference path: each module's own forward).
+    """
+    fold = getattr(net, "fold_frozen_norms", True)
+    x = net.maxpool(net.relu(conv_norm(net.conv1, net.bn1, images, fold)))
     outputs = {}
     for stage in net.stage_names:
-        x = getattr(net, stage)(x)
+        module = getattr(net, stage)
+        if fold and type(module) is nn.Sequential:
+            for block in module:
+                x = _run_block(block, x, fold)
+        else:
+            x = module(x)
         if stage in net.out_features:
             outputs[stage] = x
     return {name: outputs[name] for name in net.out_features}
@@ -102,6 +153,9 @@ class ResNetBackbone(nn.Module):
         norm: ``"FrozenBN"`` (torchvision's ``FrozenBatchNorm2d``, eps 1e-5) or ``"BN"``.
         weights: local path or URL of a state dict in torchvision's layout (``fc.*`` keys are ignored);
             ``None`` keeps the random initialisation.
+        fold_frozen_norms: apply each ``FrozenBatchNorm2d`` through the convolution before it, in training and
+            inference (:func:`conv_norm`: same values up to float rounding, one pass less over every feature map;
+            parameters and state dict unchanged). ``False`` runs torchvision's module forwards (the reference).
 
     Attributes:
         out_features: names of the returned stages.
@@ -117,6 +171,7 @@ class ResNetBackbone(nn.Module):
         freeze_at: int = 2,
         norm: str = "FrozenBN",
         weights: str | None = None,
+        fold_frozen_norms: bool = True,
     ):
         super().__init__()
         if name not in ARCHS:
@@ -139,6 +194,7 @@ class ResNetBackbone(nn.Module):
         self.out_channels = [64 * expansion * 2 ** STAGES.index(f) for f in out_features]
         self.strides = [STAGE_STRIDES[f] for f in out_features]
         self.freeze_at = freeze_at
+        self.fold_frozen_norms = fold_frozen_norms
         if weights is not None:
             self.load_weights(weights)
         self.frozen_modules = (["conv1", "bn1"] if freeze_at >= 1 else []) + self.stage_names[: max(freeze_at - 1, 0)]

@@ -231,3 +231,40 @@ def test_timm_backbone_outputs_channels_first(monkeypatch, channels_last):
     assert not backbone.train().model.stages_0.training
     with pytest.raises(ValueError, match="match no module"):
         TimmBackbone("fake_net", frozen_prefixes=("blocks",))
+
+
+@pytest.mark.parametrize("name, freeze_at", [("resnet18", 0), ("resnet50", 2)])
+def test_folded_frozen_norms_equal_module_forward(name, freeze_at):
+    """The default forward applies each frozen batch norm through its convolution's weight and bias; in float64 it
+    equals torchvision's module forwards (``fold_frozen_norms=False``) in values and in the gradients of the input
+    and of every trainable parameter, and the state dict is the same."""
+    torch.manual_seed(0)
+    backbone = ResNetBackbone(name, out_features=("layer1", "layer2", "layer4"), freeze_at=freeze_at).double()
+    for module in backbone.modules():
+        if isinstance(module, FrozenBatchNorm2d):  # non-trivial statistics, else the fold is an identity
+            for buffer, low, high in (("weight", 0.5, 1.5), ("bias", -0.5, 0.5), ("running_mean", -0.5, 0.5)):
+                getattr(module, buffer).uniform_(low, high)
+            module.running_var.uniform_(0.5, 2.0)
+    assert backbone.fold_frozen_norms
+    keys = list(backbone.state_dict())
+    backbone.train()
+    images = torch.randn(2, 3, 70, 45, dtype=torch.float64)
+
+    def run(fold):
+        backbone.fold_frozen_norms = fold
+        backbone.zero_grad()
+        x = images.clone().requires_grad_(True)
+        outputs = backbone(x)
+        sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outputs.values()).backward()
+        grads = {n: p.grad.clone() for n, p in backbone.named_parameters() if p.requires_grad}
+        return [o.detach() for o in outputs.values()], x.grad, grads
+
+    folded, reference = run(True), run(False)
+    for a, b in zip(folded[0], reference[0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(folded[1], reference[1], rtol=1e-11, atol=1e-12)
+    assert folded[2].keys() == reference[2].keys() and len(folded[2]) > 0
+    for key in folded[2]:
+        a, b = folded[2][key], reference[2][key]
+        assert (a - b).abs().max() <= 1e-10 * b.abs().max(), (key, (a - b).abs().max(), b.abs().max())
+    assert list(backbone.state_dict()) == keys

@@ -8,7 +8,7 @@ import torch
 
 from modeling.layers import SAMPLING_BACKENDS, MultiScaleDeformableAttention, ms_deform_attn_sampling
 
-BACKENDS = ["pytorch", "gather"]
+BACKENDS = ["pytorch", "gather", "auto"]
 
 SHAPES = [(3, 4), (2, 2)]
 
@@ -115,13 +115,36 @@ def test_gather_equals_the_reference_values_and_gradients(shapes, batch, queries
     inputs = [t.requires_grad_(True) for t in (value, locations, weights)]
     grad = torch.randn(batch, queries, heads * dim, dtype=torch.float64, generator=generator)
     results = []
-    for backend in BACKENDS:
+    for backend in ("pytorch", "gather"):
         output = SAMPLING_BACKENDS[backend](*inputs[:1], torch.tensor(shapes), None, *inputs[1:])
         results.append((output, torch.autograd.grad(output, inputs, grad)))
     (expected, expected_grads), (actual, actual_grads) = results
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     for name, a, e in zip(("value", "locations", "weights"), actual_grads, expected_grads):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("dim", [16, 32])
+def test_auto_backend_picks_its_kernel_by_gradients_and_head_width(monkeypatch, dim):
+    """``"auto"`` runs ``"gather"`` without gradients and for training with heads of >= 32 channels, the reference
+    for training with narrower heads (it is that kernel's exact result: same values and gradients bit for bit)."""
+    from modeling.layers import ms_deform_attn as module
+
+    calls = []
+
+    def recording(name):
+        kernel = getattr(module, name)
+        return lambda *args: calls.append(name) or kernel(*args)
+
+    for name in ("ms_deform_attn_gather", "ms_deform_attn_sampling"):
+        monkeypatch.setattr(module, name, recording(name))
+    value, locations, weights = _sampling_inputs()
+    value = value.repeat_interleave(dim // value.shape[-1] + 1, -1)[..., :dim]
+    with torch.no_grad():
+        module.ms_deform_attn_auto(value, SHAPES, None, locations, weights)
+    module.ms_deform_attn_auto(value, SHAPES, None, locations.requires_grad_(True), weights)
+    trained_with = "ms_deform_attn_gather" if dim >= module.AUTO_GATHER_MIN_HEAD_DIM else "ms_deform_attn_sampling"
+    assert calls == ["ms_deform_attn_gather", trained_with]
 
 
 def test_gather_in_float32_and_bfloat16_values_follow_the_reference():

@@ -10,9 +10,10 @@ from modeling.transformer import FFN, DeformableEncoderLayer, QuerySelfAttention
 
 
 def deformable_attention(embed_dim, num_levels, num_heads=8, num_points=4):
-    """Multi-scale deformable attention with the ``"gather"`` sampling backend (``"pytorch"``: the reference)."""
+    """Multi-scale deformable attention with the ``"auto"`` sampling backend (``"gather"``, except in training with
+    heads narrower than 32 channels; ``"pytorch"``: the reference)."""
     return L(MultiScaleDeformableAttention)(
-        embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, backend="gather"
+        embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, backend="auto"
     )
 
 
