@@ -204,3 +204,19 @@ def test_plain_two_stage_detr_trains_and_infers(plain_detr):
     assert raw.dec_logits.shape == (2, 2, 20, 3)
     # original size 32 x 48 is half the input: boxes are reported in original pixels
     assert bool((detections[0]["boxes"][:, 0::2] <= 48 * 1.5).all())
+
+
+def test_ffn_in_place_relu_equals_the_out_of_place_formula():
+    """The FFN rectifies linear1's output in place; values and every gradient equal the written-out formula."""
+    torch.manual_seed(0)
+    ffn = FFN(16, 48).double()
+    assert ffn.activation.inplace
+    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    out = ffn(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *ffn.parameters()])
+    hidden = torch.relu(torch.nn.functional.linear(x, ffn.linear1.weight, ffn.linear1.bias))
+    expected = ffn.norm(x + torch.nn.functional.linear(hidden, ffn.linear2.weight, ffn.linear2.bias))
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, *ffn.parameters()])
+    assert torch.equal(out, expected)
+    for a, e in zip(grads, expected_grads):
+        assert torch.equal(a, e)
