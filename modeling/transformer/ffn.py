@@ -33,7 +33,8 @@ class FFN(nn.Module):
         self.activation = build_activation(activation)
         if isinstance(self.activation, nn.ReLU):
             # linear1's output is used only here and its backward does not need it: rectified in place, which saves
-            # a pass and an allocation of [..., d_ffn] (~0.1x of an encoder FFN's time at R50 sizes)
+            # an allocation of [..., d_ffn] (linear 256 -> 2048 + ReLU on 22k tokens, 2 CPU threads: 0.28-0.29 s
+            # instead of 0.32 s)
             self.activation.inplace = True
         self.dropout1 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, embed_dim)
