@@ -1,5 +1,6 @@
 """DETR building blocks shared by every detector: deformable attention, position embeddings, MLP."""
 
+from .biased_attention import biased_attention
 from .mlp import MLP
 from .ms_deform_attn import (
     SAMPLING_BACKENDS,
@@ -20,6 +21,7 @@ __all__ = [
     "MLP",
     "MultiScaleDeformableAttention",
     "PositionEmbeddingSine",
+    "biased_attention",
     "get_sine_pos_embed",
     "module_attributes",
     "ms_deform_attn_gather",

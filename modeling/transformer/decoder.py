@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modeling.layers import MLP, get_sine_pos_embed
+from modeling.layers import MLP, biased_attention, get_sine_pos_embed
 
 from .heads import box_head, class_head, clone_modules
 from .multi_level import MultiLevelTokens, inverse_sigmoid
@@ -69,18 +70,52 @@ class QuerySelfAttention(nn.MultiheadAttention):
         embed_dim: query channels ``E``.
         num_heads: attention heads.
         dropout: dropout of the attention weights.
+        backend: ``"torch"`` (the reference: :class:`torch.nn.MultiheadAttention`) or ``"fused"``: when a bias is
+            given and gradients are on (Relation DETR / LP-DETR training), :func:`biased_attention`, which needs
+            two ``[B * heads, Q, Q]`` buffers instead of PyTorch's composite path (used whenever the mask needs a
+            gradient); otherwise the same as ``"torch"``.
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, dropout: float = 0.0):
+    #: the backend that defines the computation (exports and tests compare against it)
+    reference_backend = "torch"
+    backends = ("torch", "fused")
+
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, dropout: float = 0.0, backend: str = "torch"):
         super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
+        if backend not in self.backends:
+            raise ValueError(f"unknown self-attention backend {backend!r}, expected one of {self.backends}")
+        self.backend = backend
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.xavier_uniform_(self.out_proj.weight)
 
     def forward(self, query: Tensor, state: DecoderLayerState) -> Tensor:  # type: ignore[override]
         """``[B, Q, E]`` attended queries (no residual, no norm: the layer adds them)."""
         with_pos = query + state.query_pos
-        # no attention weights asked for: PyTorch runs its fused scaled-dot-product kernel
+        bias = state.self_attn_bias
+        if (
+            self.backend == "fused"
+            and bias is not None
+            and torch.is_grad_enabled()
+            and not (self.training and self.dropout > 0)
+        ):
+            return self._fused(query, with_pos, bias, state.self_attn_mask)
+        # no attention weights asked for: PyTorch runs its fused scaled-dot-product kernel (unless the mask needs
+        # a gradient)
         return super().forward(with_pos, with_pos, query, attn_mask=state.attention_mask(), need_weights=False)[0]
+
+    def _fused(self, query: Tensor, with_pos: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        batch, length, embed_dim = query.shape
+        heads = self.num_heads
+        weight, in_bias = self.in_proj_weight, self.in_proj_bias
+        qk = F.linear(with_pos, weight[: 2 * embed_dim], in_bias[: 2 * embed_dim])
+        v = F.linear(query, weight[2 * embed_dim :], in_bias[2 * embed_dim :])
+
+        def split(x: Tensor) -> Tensor:  # [B, Q, E] -> [B * heads, Q, E / heads], the layout of the bias
+            return x.reshape(batch, length, heads, -1).transpose(1, 2).reshape(batch * heads, length, -1)
+
+        out = biased_attention(split(qk[..., :embed_dim]), split(qk[..., embed_dim:]), split(v), bias, mask)
+        out = out.reshape(batch, heads, length, -1).transpose(1, 2).reshape(batch, length, embed_dim)
+        return self.out_proj(out)
 
 
 class DeformableDecoderLayer(nn.Module):

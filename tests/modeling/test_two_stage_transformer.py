@@ -206,17 +206,21 @@ def test_plain_two_stage_detr_trains_and_infers(plain_detr):
     assert bool((detections[0]["boxes"][:, 0::2] <= 48 * 1.5).all())
 
 
-def test_ffn_in_place_relu_equals_the_out_of_place_formula():
-    """The FFN rectifies linear1's output in place; values and every gradient equal the written-out formula."""
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_ffn_in_place_relu_equals_the_out_of_place_formula(layout):
+    """The FFN rectifies linear1's output in place (on a 2-D view of its input); values and every gradient equal
+    the written-out formula, for a contiguous input and a transposed (non-contiguous) one."""
     torch.manual_seed(0)
     ffn = FFN(16, 48).double()
     assert ffn.activation.inplace
-    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 7, 16, dtype=torch.float64)
+    x = (x if layout == "contiguous" else x.transpose(0, 1).contiguous().transpose(0, 1)).requires_grad_()
     out = ffn(x)
+    assert out.shape == x.shape
     grads = torch.autograd.grad(out.square().sum(), [x, *ffn.parameters()])
     hidden = torch.relu(torch.nn.functional.linear(x, ffn.linear1.weight, ffn.linear1.bias))
     expected = ffn.norm(x + torch.nn.functional.linear(hidden, ffn.linear2.weight, ffn.linear2.bias))
     expected_grads = torch.autograd.grad(expected.square().sum(), [x, *ffn.parameters()])
-    assert torch.equal(out, expected)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-14)
     for a, e in zip(grads, expected_grads):
-        assert torch.equal(a, e)
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-13)
