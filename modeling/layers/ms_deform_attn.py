@@ -113,48 +113,116 @@ def ms_deform_attn_sampling(
 GATHER_BLOCK_ELEMENTS = 1 << 20
 
 
-class _WeightedGather(torch.autograd.Function):
-    """``out[n] = sum_k weights[n, k] * table[index[n, k]]`` (``embedding_bag`` in ``"sum"`` mode).
+def _table_gradient(index: Tensor, weights: Tensor, grad_out: Tensor, num_table: int) -> Tensor:
+    """``grad_table[v] = sum_{index[n, k] = v} weights[n, k] * grad_out[n]``: the transposed gather, as one
+    ``embedding_bag`` over ``grad_out`` with the ``(n, k)`` pairs sorted (grouped) by table row."""
+    rows, per_row = index.shape
+    flat = index.reshape(-1)
+    _, order = torch.sort(flat)
+    offsets = torch.zeros(num_table, dtype=index.dtype, device=index.device)
+    offsets[1:] = torch.bincount(flat, minlength=num_table).cumsum(0)[:-1]
+    source_rows = torch.div(order, per_row, rounding_mode="floor").to(index.dtype)
+    return F.embedding_bag(
+        source_rows, grad_out, offsets, per_sample_weights=weights.reshape(-1).index_select(0, order), mode="sum"
+    )
 
-    Backward: the table gradient is the transposed gather, ``grad_table[v] = sum_{index[n, k] = v} weights[n, k]
-    * grad_out[n]``, computed as one more ``embedding_bag`` over the output gradient with the (sorted) pairs
-    grouped by table row; the weight gradients are dot products of gathered table rows with the output gradient,
-    in blocks of rows.
+
+def _gathered_dots(table: Tensor, index: Tensor, grad_out: Tensor) -> Tensor:
+    """``dots[n, k] = <table[index[n, k]], grad_out[n]>``, gathering blocks of rows at a time."""
+    rows, per_row = index.shape
+    channels = table.shape[1]
+    dots = torch.empty(rows, per_row, dtype=table.dtype, device=table.device)
+    block = max(1, GATHER_BLOCK_ELEMENTS // max(per_row * channels, 1))
+    for start in range(0, rows, block):
+        end = min(start + block, rows)
+        gathered = table.index_select(0, index[start:end].reshape(-1)).view(end - start, per_row, channels)
+        # an element-wise product and a sum over the channels: faster on the CPU than a batch of [K, C] @ [C, 1]
+        torch.sum(gathered.mul_(grad_out[start:end, None]), -1, out=dots[start:end])
+    return dots
+
+
+class _DeformableGather(torch.autograd.Function):
+    """Bilinear multi-level sampling as one weighted gather; the backward pass is written out.
+
+    Forward: every sample's four neighbours (``[N, 2 (top, bottom), 2 (left, right), L * P]``, neighbours outside
+    the map masked) become indices and weights (bilinear x attention) of one ``embedding_bag`` sum per row
+    ``n = (b, q, m)``. Backward: the table gradient is the transposed gather (:func:`_table_gradient`); the
+    per-neighbour dot products ``d = <value, grad>`` (:func:`_gathered_dots`) give the attention-weight gradient
+    ``sum_c d_c wy_c wx_c`` and the location gradients ``a * sum_c d_c dw_c/dx`` (times the map size, from the
+    normalisation), without autograd going through the index arithmetic.
     """
 
     @staticmethod
-    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
-        ctx.save_for_backward(table, index, weights)
-        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+    def forward(ctx, value, sampling_locations, attention_weights, shapes):
+        batch, num_value, num_heads, head_dim = value.shape
+        _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+        device = value.device
+        dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+        rows, samples = batch * num_queries * num_heads, num_levels * num_points
+        per_sample = [(h, w, start) for (h, w), start in zip(shapes, _level_starts(shapes)) for _ in range(num_points)]
+        heights, widths, starts = torch.tensor(per_sample, device=device).unbind(1)  # [L * P] each
+
+        grid = 2 * sampling_locations.to(dtype).reshape(rows, samples, 2) - 1
+        x = ((grid[..., 0] + 1) * widths.to(dtype) - 1) / 2  # pixel coordinates as grid_sample computes them
+        y = ((grid[..., 1] + 1) * heights.to(dtype) - 1) / 2
+        x0, y0 = x.floor(), y.floor()
+        wx = torch.stack([x0 + 1 - x, x - x0], 1)  # [N, 2, LP]: left, right
+        wy = torch.stack([y0 + 1 - y, y - y0], 1)  # [N, 2, LP]: top, bottom
+        attention = attention_weights.to(dtype).reshape(rows, samples)
+        weights = (wy[:, :, None] * wx[:, None]) * attention[:, None, None]  # [N, 2, 2, LP]
+
+        index_dtype = torch.int32 if batch * num_value * num_heads < 2**31 else torch.int64
+        x0, y0 = x0.to(index_dtype), y0.to(index_dtype)
+        widths, heights = widths.to(index_dtype), heights.to(index_dtype)
+        in_x = torch.stack([(x0 >= 0) & (x0 < widths), (x0 >= -1) & (x0 < widths - 1)], 1)
+        in_y = torch.stack([(y0 >= 0) & (y0 < heights), (y0 >= -1) & (y0 < heights - 1)], 1)
+        valid = in_y[:, :, None] & in_x[:, None]  # [N, 2, 2, LP]
+        # flat index of (batch b, token s, head m) in value viewed as [B * S * M, D]; row n = (b * Q + q) * M + m
+        row = torch.arange(rows, device=device, dtype=index_dtype)
+        row_base = (row // (num_queries * num_heads)) * (num_value * num_heads) + row % num_heads
+        top_left = row_base[:, None] + (starts.to(index_dtype) + y0 * widths + x0) * num_heads  # [N, LP]
+        neighbours = torch.stack(
+            [torch.stack([torch.zeros_like(widths), torch.ones_like(widths)]), torch.stack([widths, widths + 1])]
+        )
+        index = (top_left[:, None, None] + neighbours * num_heads).masked_fill_(~valid, 0).view(rows, -1)
+        weights = weights.masked_fill_(~valid, 0).view(rows, -1).to(value.dtype)
+
+        table = value.reshape(batch * num_value * num_heads, head_dim)
+        output = F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+        ctx.save_for_backward(table, index, weights, wx, wy, attention, valid)
+        ctx.sizes = (widths.to(dtype), heights.to(dtype), value.shape, sampling_locations.shape)
+        return output.view(batch, num_queries, num_heads * head_dim).to(dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        table, index, weights = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        rows, per_row = index.shape
-        num_table, channels = table.shape
-        grad_table = grad_weights = None
+    def backward(ctx, grad_output):
+        table, index, weights, wx, wy, attention, valid = ctx.saved_tensors
+        widths, heights, value_shape, locations_shape = ctx.sizes
+        rows = index.shape[0]
+        grad_rows = grad_output.reshape(rows, -1).to(table.dtype).contiguous()
+        grad_value = grad_locations = grad_weights = None
         if ctx.needs_input_grad[0]:
-            flat = index.reshape(-1)
-            _, order = torch.sort(flat)
-            offsets = torch.zeros(num_table, dtype=index.dtype, device=index.device)
-            offsets[1:] = torch.bincount(flat, minlength=num_table).cumsum(0)[:-1]
-            source_rows = torch.div(order, per_row, rounding_mode="floor").to(index.dtype)
-            grad_table = F.embedding_bag(
-                source_rows,
-                grad_out,
-                offsets,
-                per_sample_weights=weights.reshape(-1).index_select(0, order),
-                mode="sum",
-            )
-        if ctx.needs_input_grad[2]:
-            grad_weights = torch.empty_like(weights)
-            block = max(1, GATHER_BLOCK_ELEMENTS // max(per_row * channels, 1))
-            for start in range(0, rows, block):
-                end = min(start + block, rows)
-                gathered = table.index_select(0, index[start:end].reshape(-1)).view(end - start, per_row, channels)
-                torch.bmm(gathered, grad_out[start:end, :, None], out=grad_weights[start:end, :, None])
-        return grad_table, None, grad_weights
+            grad_value = _table_gradient(index, weights, grad_rows, table.shape[0]).view(value_shape)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            dots = _gathered_dots(table, index, grad_rows).to(wx.dtype).view(valid.shape).masked_fill_(~valid, 0)
+            if ctx.needs_input_grad[2]:
+                grad_weights = (dots * (wy[:, :, None] * wx[:, None])).sum((1, 2)).view(locations_shape[:-1])
+            if ctx.needs_input_grad[1]:
+                dots.mul_(attention[:, None, None])
+                grad_wx = (dots * wy[:, :, None]).sum(1)  # [N, 2, LP]
+                grad_wy = (dots * wx[:, None]).sum(2)
+                # x = ((2 loc - 1 + 1) w - 1) / 2: dx/dloc = w; d(left)/dx = -1, d(right)/dx = 1
+                grad_x = (grad_wx[:, 1] - grad_wx[:, 0]) * widths
+                grad_y = (grad_wy[:, 1] - grad_wy[:, 0]) * heights
+                grad_locations = torch.stack([grad_x, grad_y], -1).view(locations_shape)
+        return grad_value, grad_locations, grad_weights, None
+
+
+def _level_starts(shapes: Sequence[tuple[int, int]]) -> list[int]:
+    starts, total = [], 0
+    for h, w in shapes:
+        starts.append(total)
+        total += h * w
+    return starts
 
 
 def ms_deform_attn_gather(
@@ -169,61 +237,25 @@ def ms_deform_attn_gather(
     Each sample reads the four neighbouring values of every level it samples; the bilinear weights (zero for
     neighbours outside the map), multiplied by the attention weight, become per-index weights of a single
     ``embedding_bag`` sum over ``L * P * 4`` indices per query and head. No ``[.., D, Q, P]`` intermediate per
-    level, no stack and no separate multiply and sum. The backward pass (:class:`_WeightedGather`) gives the value
-    gradient as a transposed gather and the per-index weight gradients as dot products; autograd carries the
-    latter to the locations and attention weights. Coordinates follow ``grid_sample``'s (``align_corners=False``)
-    arithmetic, so values agree with the reference to float rounding (float64: 1e-14).
+    level, no stack and no separate multiply and sum. The backward pass (:class:`_DeformableGather`) is written
+    out: the value gradient as a transposed gather, the location and attention-weight gradients from one dot
+    product per neighbour. Coordinates follow ``grid_sample``'s (``align_corners=False``) arithmetic, so values
+    agree with the reference to float rounding (float64: 1e-14).
 
     Arguments and result as for :func:`ms_deform_attn_sampling`. The values are gathered in ``value``'s dtype
     (bf16 under autocast), the weights computed in the promoted dtype of the locations and attention weights.
     """
     del level_start_index
     shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
-    batch, num_value, num_heads, head_dim = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    device = value.device
-    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
-    heights = torch.tensor([h for h, _ in shapes], device=device).view(num_levels, 1)
-    widths = torch.tensor([w for _, w in shapes], device=device).view(num_levels, 1)
-    starts = torch.tensor([0] + [h * w for h, w in shapes][:-1], device=device).cumsum(0).view(num_levels, 1)
-
-    grid = 2 * sampling_locations.to(dtype) - 1  # [B, Q, M, L, P, 2]
-    x = ((grid[..., 0] + 1) * widths.to(dtype) - 1) / 2  # pixel coordinates as grid_sample computes them
-    y = ((grid[..., 1] + 1) * heights.to(dtype) - 1) / 2
-    x0, y0 = x.detach().floor(), y.detach().floor()
-    wx = torch.stack([x0 + 1 - x, x - x0], -1)[..., None, :]  # [B, Q, M, L, P, 1, 2]: left, right
-    wy = torch.stack([y0 + 1 - y, y - y0], -1)[..., :, None]  # [..., 2, 1]: top, bottom
-    corner_weights = (wy * wx).flatten(-2) * attention_weights.to(dtype)[..., None]  # [B, Q, M, L, P, 4]
-
-    # flat index of (batch b, token s, head m) in value viewed as [B * S * M, D], for the top-left neighbour
-    index_dtype = torch.int32 if batch * num_value * num_heads < 2**31 else torch.int64
-    x0, y0 = x0.to(index_dtype), y0.to(index_dtype)
-    token = starts.to(index_dtype) + y0 * widths.to(index_dtype) + x0  # may point outside the level
-    batch_offset = torch.arange(batch, device=device, dtype=index_dtype).view(batch, 1, 1, 1, 1) * num_value
-    head = torch.arange(num_heads, device=device, dtype=index_dtype).view(1, 1, num_heads, 1, 1)
-    top_left = (batch_offset + token) * num_heads + head
-    neighbours = torch.stack([torch.zeros_like(widths), torch.ones_like(widths), widths, widths + 1], -1)
-    index = top_left[..., None] + (neighbours * num_heads).to(index_dtype)  # [B, Q, M, L, P, 4]
-    in_x = torch.stack([(x0 >= 0) & (x0 < widths), (x0 >= -1) & (x0 < widths - 1)], -1)[..., None, :]
-    in_y = torch.stack([(y0 >= 0) & (y0 < heights), (y0 >= -1) & (y0 < heights - 1)], -1)[..., :, None]
-    outside = ~(in_y & in_x).flatten(-2)
-    index = index.masked_fill(outside, 0)
-    corner_weights = corner_weights.masked_fill(outside, 0)
-
-    bags = batch * num_queries * num_heads
-    output = _WeightedGather.apply(
-        value.reshape(batch * num_value * num_heads, head_dim),
-        index.view(bags, -1),
-        corner_weights.reshape(bags, -1).to(value.dtype),
-    )
-    return output.view(batch, num_queries, num_heads * head_dim).to(dtype)
+    return _DeformableGather.apply(value, sampling_locations, attention_weights, shapes)
 
 
-#: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"``: measured on a 2-core CPU (one
-#: thread, forward + backward, 4 levels, 4 points, 8 heads), ``"gather"`` took 1.4-1.6x the reference's time with
-#: 16-channel heads and 0.8x with 32-channel heads, on small (1.2k tokens) and R50-sized (7k tokens) maps alike: its
-#: backward sorts and permutes every sampled index, a cost that does not shrink with the channels
-AUTO_GATHER_MIN_HEAD_DIM = 32
+#: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"``. Measured on a 2-core CPU (one
+#: thread, forward + backward, 4 levels, 4 points, 8 heads; small maps of 1.2k tokens, batch 4 / R50-sized maps of
+#: 7k tokens, batch 2), ``"gather"`` took 0.35x / 0.39x the reference's time with 32-channel heads, 0.7-0.85x /
+#: 0.9-1.0x with 16-channel heads and 1.3x / 2.0x with 8-channel heads: its backward sorts every sampled index,
+#: a cost that does not shrink with the channels
+AUTO_GATHER_MIN_HEAD_DIM = 16
 
 
 def ms_deform_attn_auto(
@@ -233,8 +265,7 @@ def ms_deform_attn_auto(
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
-    """The ``"auto"`` backend: ``"gather"`` (:func:`ms_deform_attn_gather`) without gradients (0.4-0.75x the
-    reference's forward time in the same measurement, except 1.06x for 16-channel heads on small maps) and for
+    """The ``"auto"`` backend: ``"gather"`` (:func:`ms_deform_attn_gather`) without gradients and for
     training with heads of at least :data:`AUTO_GATHER_MIN_HEAD_DIM` channels; the reference
     (:func:`ms_deform_attn_sampling`) for training with narrower heads. Both compute the same values to float
     rounding; arguments and result as for :func:`ms_deform_attn_sampling`."""

@@ -11,7 +11,7 @@ from modeling.transformer import FFN, DeformableEncoderLayer, QuerySelfAttention
 
 def deformable_attention(embed_dim, num_levels, num_heads=8, num_points=4):
     """Multi-scale deformable attention with the ``"auto"`` sampling backend (``"gather"``, except in training with
-    heads narrower than 32 channels; ``"pytorch"``: the reference)."""
+    heads narrower than 16 channels; ``"pytorch"``: the reference)."""
     return L(MultiScaleDeformableAttention)(
         embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, backend="auto"
     )
