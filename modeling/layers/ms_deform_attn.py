@@ -113,18 +113,48 @@ def ms_deform_attn_sampling(
 GATHER_BLOCK_ELEMENTS = 1 << 20
 
 
-def _table_gradient(index: Tensor, weights: Tensor, grad_out: Tensor, num_table: int) -> Tensor:
-    """``grad_table[v] = sum_{index[n, k] = v} weights[n, k] * grad_out[n]``: the transposed gather, as one
-    ``embedding_bag`` over ``grad_out`` with the ``(n, k)`` pairs sorted (grouped) by table row."""
-    rows, per_row = index.shape
-    flat = index.reshape(-1)
-    _, order = torch.sort(flat)
-    offsets = torch.zeros(num_table, dtype=index.dtype, device=index.device)
-    offsets[1:] = torch.bincount(flat, minlength=num_table).cumsum(0)[:-1]
-    source_rows = torch.div(order, per_row, rounding_mode="floor").to(index.dtype)
-    return F.embedding_bag(
-        source_rows, grad_out, offsets, per_sample_weights=weights.reshape(-1).index_select(0, order), mode="sum"
-    )
+def _table_gradient(
+    keys: Tensor, weights: Tensor, grad_out: Tensor, shapes: Sequence[tuple[int, int]], value_shape: torch.Size
+) -> Tensor:
+    """The value gradient: ``grad[v] = sum of weights[n, c, p] * grad_out[n]`` over the neighbours ``(n, c, p)``
+    that read ``v``, level by level.
+
+    Within a level the four neighbours of a sample sit at fixed offsets from its top-left one, so only the
+    top-left positions are grouped: ``keys[n, p]`` numbers them on the level map padded by one pixel on each side
+    (per batch element and head), one sort orders them, and four ``embedding_bag`` sums over ``grad_out`` (one per
+    neighbour, each with its weights) give per-position sums that are added, shifted by the neighbour's offset, into
+    the padded map. That sorts a quarter of the keys a sort of every neighbour's index would.
+
+    Args:
+        keys: ``[N, L * P]`` padded top-left positions (0 for samples with no neighbour inside the map).
+        weights: ``[N, 2, 2, L * P]`` neighbour weights (top/bottom, left/right), zero outside the map.
+        grad_out: ``[N, D]`` gradient of the sampled rows, ``N = B * Q * M``.
+        shapes: the levels' ``(h, w)``.
+        value_shape: ``(B, S, M, D)``.
+    """
+    batch, num_value, num_heads, channels = value_shape
+    rows = grad_out.shape[0]
+    num_points = keys.shape[1] // len(shapes)
+    grad_value = grad_out.new_empty(value_shape)
+    for level, ((h, w), start) in enumerate(zip(shapes, _level_starts(shapes))):
+        columns = slice(level * num_points, (level + 1) * num_points)
+        level_keys = keys[:, columns].reshape(-1)
+        _, order = torch.sort(level_keys)
+        num_keys = batch * num_heads * (h + 2) * (w + 2)
+        offsets = torch.zeros(num_keys, dtype=keys.dtype, device=keys.device)
+        offsets[1:] = torch.bincount(level_keys, minlength=num_keys).cumsum(0)[:-1]
+        source_rows = torch.div(order, num_points, rounding_mode="floor").to(keys.dtype)
+        level_weights = weights[..., columns].permute(0, 3, 1, 2).reshape(rows * num_points, 4)
+        level_weights = level_weights.index_select(0, order).t().contiguous()  # [4, N * P], in key order
+        padded = grad_out.new_zeros(batch * num_heads, h + 2, w + 2, channels)
+        for corner, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            sums = F.embedding_bag(
+                source_rows, grad_out, offsets, per_sample_weights=level_weights[corner], mode="sum"
+            ).view(batch * num_heads, h + 2, w + 2, channels)
+            padded[:, dy:, dx:] += sums[:, : h + 2 - dy, : w + 2 - dx]
+        level_grad = padded[:, 1 : h + 1, 1 : w + 1].reshape(batch, num_heads, h * w, channels)
+        grad_value[:, start : start + h * w] = level_grad.transpose(1, 2)
+    return grad_value
 
 
 def _gathered_dots(table: Tensor, index: Tensor, grad_out: Tensor) -> Tensor:
@@ -171,7 +201,9 @@ class _DeformableGather(torch.autograd.Function):
         attention = attention_weights.to(dtype).reshape(rows, samples)
         weights = (wy[:, :, None] * wx[:, None]) * attention[:, None, None]  # [N, 2, 2, LP]
 
-        index_dtype = torch.int32 if batch * num_value * num_heads < 2**31 else torch.int64
+        # int32 indices when the flat value rows and the padded top-left positions of every level fit
+        padded_rows = batch * num_heads * (num_value + 2 * sum(h + w + 2 for h, w in shapes))
+        index_dtype = torch.int32 if padded_rows < 2**31 else torch.int64
         x0, y0 = x0.to(index_dtype), y0.to(index_dtype)
         widths, heights = widths.to(index_dtype), heights.to(index_dtype)
         in_x = torch.stack([(x0 >= 0) & (x0 < widths), (x0 >= -1) & (x0 < widths - 1)], 1)
@@ -186,22 +218,28 @@ class _DeformableGather(torch.autograd.Function):
         )
         index = (top_left[:, None, None] + neighbours * num_heads).masked_fill_(~valid, 0).view(rows, -1)
         weights = weights.masked_fill_(~valid, 0).view(rows, -1).to(value.dtype)
+        keys = None
+        if ctx.needs_input_grad[0]:  # top-left positions on the padded level maps, for the value gradient
+            inside = (x0 >= -1) & (x0 < widths) & (y0 >= -1) & (y0 < heights)
+            head_row = (row // (num_queries * num_heads)) * num_heads + row % num_heads  # b * M + m
+            keys = head_row[:, None] * ((heights + 2) * (widths + 2)) + (y0 + 1) * (widths + 2) + (x0 + 1)
+            keys = keys.masked_fill_(~inside, 0)
 
         table = value.reshape(batch * num_value * num_heads, head_dim)
         output = F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
-        ctx.save_for_backward(table, index, weights, wx, wy, attention, valid)
-        ctx.sizes = (widths.to(dtype), heights.to(dtype), value.shape, sampling_locations.shape)
+        ctx.save_for_backward(table, index, weights, wx, wy, attention, valid, keys)
+        ctx.sizes = (widths.to(dtype), heights.to(dtype), value.shape, sampling_locations.shape, shapes)
         return output.view(batch, num_queries, num_heads * head_dim).to(dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
-        table, index, weights, wx, wy, attention, valid = ctx.saved_tensors
-        widths, heights, value_shape, locations_shape = ctx.sizes
+        table, index, weights, wx, wy, attention, valid, keys = ctx.saved_tensors
+        widths, heights, value_shape, locations_shape, shapes = ctx.sizes
         rows = index.shape[0]
         grad_rows = grad_output.reshape(rows, -1).to(table.dtype).contiguous()
         grad_value = grad_locations = grad_weights = None
         if ctx.needs_input_grad[0]:
-            grad_value = _table_gradient(index, weights, grad_rows, table.shape[0]).view(value_shape)
+            grad_value = _table_gradient(keys, weights.view(valid.shape), grad_rows, shapes, value_shape)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             dots = _gathered_dots(table, index, grad_rows).to(wx.dtype).view(valid.shape).masked_fill_(~valid, 0)
             if ctx.needs_input_grad[2]:
@@ -251,9 +289,9 @@ def ms_deform_attn_gather(
 
 
 #: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"``. Measured on a 2-core CPU (one
-#: thread, forward + backward, 4 levels, 4 points, 8 heads; small maps of 1.2k tokens, batch 4 / R50-sized maps of
-#: 7k tokens, batch 2), ``"gather"`` took 0.35x / 0.39x the reference's time with 32-channel heads, 0.7-0.85x /
-#: 0.9-1.0x with 16-channel heads and 1.3x / 2.0x with 8-channel heads: its backward sorts every sampled index,
+#: thread, forward + backward, 4 levels, 4 points, 8 heads; small maps of 1.2k tokens, batch 4, and R50-sized maps
+#: of 7k tokens, batch 2), ``"gather"`` took 0.36x and 0.47x the reference's time with 32-channel heads, 0.67x and
+#: 0.77x with 16-channel heads, but 1.24x and 1.27x with 8-channel heads: its backward sorts the sampled positions,
 #: a cost that does not shrink with the channels
 AUTO_GATHER_MIN_HEAD_DIM = 16
 

@@ -93,7 +93,8 @@ class _FusedRelationBias(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         left, out, pair_weight = ctx.saved_tensors
-        grad = grad_out.masked_fill(out <= 0, 0)
+        # the ReLU's backward in one pass (a masked_fill would first copy grad_out, then build the mask)
+        grad = torch.ops.aten.threshold_backward(grad_out, out, 0)
         batch, heads, _, num_tgt = grad.shape
         grad_right = grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
