@@ -57,13 +57,14 @@ def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
         v: ``[N, K, Dv]`` values.
         bias: ``[N, Q, K]`` additive logits bias (may require a gradient).
         mask: optional bool mask broadcastable to ``[N, Q, K]``, ``True`` where a query may not attend. Every
-            query must be allowed at least one key (a fully masked row has no softmax).
+            query must be allowed at least one key (a fully masked row has no softmax; refused for CPU masks).
 
     Returns:
         ``[N, Q, Dv]``; gradients flow to ``q``, ``k``, ``v`` and ``bias``.
     """
     if bias.shape != (q.shape[0], q.shape[1], k.shape[1]):
         raise ValueError(f"bias has shape {tuple(bias.shape)}, expected {(q.shape[0], q.shape[1], k.shape[1])}")
-    if mask is not None and bool(mask.all(dim=-1).any()):
+    # checked where it costs no device synchronisation (the models' masks always leave a query its own key)
+    if mask is not None and mask.device.type == "cpu" and bool(mask.all(dim=-1).any()):
         raise ValueError("the attention mask blocks every key of some query; its softmax would be undefined")
     return _BiasedAttention.apply(q, k, v, bias, mask, 1.0 / math.sqrt(q.shape[-1]))
