@@ -166,8 +166,12 @@ def _gathered_dots(table: Tensor, index: Tensor, grad_out: Tensor) -> Tensor:
     for start in range(0, rows, block):
         end = min(start + block, rows)
         gathered = table.index_select(0, index[start:end].reshape(-1)).view(end - start, per_row, channels)
-        # an element-wise product and a sum over the channels: faster on the CPU than a batch of [K, C] @ [C, 1]
-        torch.sum(gathered.mul_(grad_out[start:end, None]), -1, out=dots[start:end])
+        if table.dtype in (torch.bfloat16, torch.float16):
+            # a batch of [K, C] @ [C, 1] products: about 2x faster than multiply + sum in bf16 on the CPU
+            torch.bmm(gathered, grad_out[start:end, :, None], out=dots[start:end, :, None])
+        else:
+            # an element-wise product and a sum over the channels: in float32, faster on the CPU than bmm
+            torch.sum(gathered.mul_(grad_out[start:end, None]), -1, out=dots[start:end])
     return dots
 
 

@@ -157,6 +157,23 @@ def test_gather_in_float32_and_bfloat16_values_follow_the_reference():
     torch.testing.assert_close(actual, expected, rtol=0.02, atol=0.05)
 
 
+def test_gather_gradients_with_a_bfloat16_value_follow_the_reference():
+    # under autocast the value is bf16: the backward's per-neighbour dot products then run as bf16 products
+    value, locations, weights = (t.float() for t in _sampling_inputs(seed=5))
+    generator = torch.Generator().manual_seed(6)
+    grad = torch.randn(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], generator=generator)
+    results = []
+    for backend, dtype in (("pytorch", torch.float32), ("gather", torch.bfloat16)):
+        inputs = [value.to(dtype).detach().requires_grad_(True), locations.clone().requires_grad_(True)]
+        inputs.append(weights.clone().requires_grad_(True))
+        out = SAMPLING_BACKENDS[backend](inputs[0], SHAPES, None, inputs[1], inputs[2])
+        (out.float() * grad).sum().backward()
+        results.append([t.grad.float() for t in inputs])
+    for actual, expected in zip(results[1], results[0]):
+        scale = expected.abs().max()
+        torch.testing.assert_close(actual / scale, expected / scale, rtol=0, atol=0.03)
+
+
 def _module_and_inputs(num_points=2, seed=0):
     torch.manual_seed(seed)
     attn = MultiScaleDeformableAttention(embed_dim=8, num_heads=2, num_levels=len(SHAPES), num_points=num_points)
