@@ -11,7 +11,10 @@ Additions over fvcore:
       Every model tensor must come from the checkpoint. A model tensor the checkpoint lacks, or has with another
       shape, is an :class:`IncompatibleCheckpointError` naming them; the only exceptions are the tensors whose
       shape depends on ``num_classes`` (see below), which are skipped with one warning, and BatchNorm's
-      ``num_batches_tracked`` counters, which inference does not use.
+      ``num_batches_tracked`` counters, which inference does not use. A checkpoint of a run that evaluated its
+      EMA weights (``train.model_ema.enabled`` with ``use_ema_weights_for_eval``: ``tools/train_net.py`` then
+      writes ``"eval_weights": "ema"`` into it) gives its EMA weights, the ones whose AP the run reported, as
+      detrex's ``--eval-only`` does; the other modes load the raw weights (``"model"``).
   ``"finetune"`` (``train.init_checkpoint``; the default)
       Loads what fits: missing, unexpected and mis-shaped tensors are warnings (mis-shaped ones keep their initial
       values). A checkpoint that shares no tensor name with the model, or provides fewer than half of the model's
@@ -59,6 +62,7 @@ from core.fileio import atomic_write, write_text
 
 __all__ = [
     "LOAD_MODES",
+    "EVAL_WEIGHTS_KEY",
     "CheckpointReadError",
     "DetectionCheckpointer",
     "IncompatibleCheckpointError",
@@ -73,6 +77,9 @@ logger = logging.getLogger(__name__)
 LoadMode = Literal["eval", "finetune", "resume"]
 LOAD_MODES: tuple[str, ...] = ("eval", "finetune", "resume")
 
+#: the checkpoint entry that says which weights the run evaluated ("ema": its EMA weights); see the "eval" mode
+EVAL_WEIGHTS_KEY = "eval_weights"
+EMA_HOOK = "EMAHook"  # the trainer-state key (class name) of :class:`engine.hooks.EMAHook`
 _PERIODIC = re.compile(r"model_(\d+)\.pth")
 _FINAL = "model_final.pth"
 _EXAMPLES = 6  # modules shown in a message (with their tensors)
@@ -487,6 +494,8 @@ class DetectionCheckpointer(Checkpointer):
             fvcore's ``_IncompatibleKeys`` (missing, unexpected and mis-shaped tensors).
         """
         state = checkpoint.pop("model")
+        if mode == "eval":
+            state = self._evaluated_weights(checkpoint, state, path)
         self._convert_ndarray_to_tensor(state)
         state = _strip_module_prefix(state)
         fit = _measure_fit(self.model, state)
@@ -496,6 +505,20 @@ class DetectionCheckpointer(Checkpointer):
         return _IncompatibleKeys(
             missing_keys=fit.missing, unexpected_keys=fit.unexpected, incorrect_shapes=fit.mismatched
         )
+
+    def _evaluated_weights(self, checkpoint: dict[str, Any], state: dict[str, Any], path: str) -> dict[str, Any]:
+        """The EMA weights when the run that wrote ``checkpoint`` evaluated them, else ``state`` (the raw ones)."""
+        if checkpoint.get(EVAL_WEIGHTS_KEY) != "ema":
+            return state
+        ema = checkpoint.get("trainer", {}).get("hooks", {}).get(EMA_HOOK, {}).get("state")
+        if not isinstance(ema, dict):
+            raise CheckpointReadError(
+                path,
+                "it says its run evaluated EMA weights ('eval_weights': 'ema') but holds no EMA state "
+                f"(trainer.hooks.{EMA_HOOK}.state); it was edited or written by other code",
+            )
+        self.logger.info(f"Checkpoint '{path}': using its EMA weights, the ones its run evaluated")
+        return dict(ema)
 
     # ------------------------------------------------------------------------------------------------------------
     # Policies and messages

@@ -23,7 +23,7 @@ from core import comm  # noqa: E402
 from core.device import autocast, resolve_device  # noqa: E402
 from core.lazy import LazyConfig, instantiate, locate  # noqa: E402
 from engine import hooks  # noqa: E402
-from engine.checkpoint import DetectionCheckpointer  # noqa: E402
+from engine.checkpoint import EVAL_WEIGHTS_KEY, DetectionCheckpointer  # noqa: E402
 from engine.data_setup import dataset_categories  # noqa: E402
 from engine.defaults import create_ddp_model, default_argument_parser, default_setup, default_writers  # noqa: E402
 from engine.ema import ModelEMA  # noqa: E402
@@ -182,6 +182,9 @@ def do_train(args, cfg, seed: int):
     )
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     checkpointer.extra_state["metadata"] = dataset_categories(cfg, "train")  # class names travel with it
+    if ema is not None and cfg.train.model_ema.use_ema_weights_for_eval:
+        # inference from these checkpoints (--eval-only, demo.py, the predictor) then uses the evaluated weights
+        checkpointer.extra_state[EVAL_WEIGHTS_KEY] = "ema"
     trainer.register_hooks(build_hooks(cfg, model, optimizer, checkpointer, max_iter, ema, multiplier, test_loader))
     trainer.register_hooks(build_config_hooks(cfg))  # before the resume: their state_dict is restored too
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume, mode="finetune")

@@ -203,6 +203,69 @@ def test_eval_only_with_the_saved_config_reproduces_the_final_evaluation(own_run
     assert results["AP-c90"] == pytest.approx(final["bbox/AP-c90"], abs=1e-9)
 
 
+@pytest.fixture(scope="module")
+def ema_run(own_data, tmp_path_factory):
+    """The own-data run of :func:`own_run`, with an EMA of the weights that the evaluation uses."""
+    out = str(tmp_path_factory.mktemp("ema_run"))
+    opts = [
+        *own_data_opts(own_data),
+        f"train.output_dir={out}",
+        "train.max_iter=6",
+        "train.eval_period=0",
+        "train.checkpointer.period=100",
+        "train.model_ema.enabled=True",
+        "train.model_ema.decay=0.5",
+        "train.model_ema.warmup=0",
+        "lr_multiplier.warmup_iters=1",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+        "dataloader.train.mapper.augmentation.1.short_edge_length=[128]",
+        "dataloader.train.mapper.augmentation_with_crop=null",
+        "dataloader.test.mapper.augmentation.0.short_edge_length=128",
+    ]
+    _main("--config-file", CENTERNET_CONFIG, *opts)
+    return out
+
+
+def test_inference_from_an_ema_run_uses_the_evaluated_ema_weights(ema_run, own_run):
+    """What --eval-only, demo.py and the predictor load is what the run evaluated: its EMA weights."""
+    from engine.predictor import build_model
+
+    checkpoint = torch.load(os.path.join(ema_run, "model_final.pth"), weights_only=False)
+    assert checkpoint["eval_weights"] == "ema"
+    ema, raw = checkpoint["trainer"]["hooks"]["EMAHook"]["state"], checkpoint["model"]
+    floats = [k for k, v in raw.items() if v.is_floating_point()]
+    assert any(not torch.equal(ema[k], raw[k]) for k in floats)  # decay 0.5: the two differ
+    config = LazyConfig.load(os.path.join(ema_run, "config.yaml"))
+    model, _ = build_model(config, os.path.join(ema_run, "model_final.pth"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, ema[key]), key
+    results = _main(
+        "--eval-only",
+        "--config-file",
+        os.path.join(ema_run, "config.yaml"),
+        f"train.init_checkpoint={os.path.join(ema_run, 'model_final.pth')}",
+    )["bbox"]
+    final = _final_eval(ema_run)
+    for key in ("AP", "AP50", "AR100", "AP-c17"):
+        assert results[key] == pytest.approx(final[f"bbox/{key}"], abs=1e-9), key
+    # a run without EMA writes no marker: its raw weights are the evaluated ones
+    assert "eval_weights" not in torch.load(os.path.join(own_run, "model_final.pth"), weights_only=False)
+
+
+def test_an_ema_marker_without_ema_state_is_an_error(ema_run, tmp_path):
+    from engine.checkpoint import CheckpointReadError
+    from engine.predictor import build_model
+
+    checkpoint = torch.load(os.path.join(ema_run, "model_final.pth"), weights_only=False)
+    del checkpoint["trainer"]
+    edited = tmp_path / "edited.pth"
+    torch.save(checkpoint, edited)
+    with pytest.raises(CheckpointReadError, match="holds no EMA state"):
+        build_model(LazyConfig.load(os.path.join(ema_run, "config.yaml")), str(edited))
+
+
 def test_eval_only_with_a_checkpoint_of_another_model_is_an_error(own_run, tmp_path):
     from tests.fixtures.centernet_lite import CenterNetLite
 
