@@ -158,12 +158,17 @@ def test_own_data_keys_exist_in_every_project_config():
 def own_run(own_data, tmp_path_factory):
     """A short training run on the own data through config keys (CenterNetLite, small images)."""
     out = str(tmp_path_factory.mktemp("own_run"))
-    opts = [
+    _main("--config-file", CENTERNET_CONFIG, *_short_run_opts(own_data, out), "train.checkpointer.period=2")
+    return out
+
+
+def _short_run_opts(own_data, out: str) -> list[str]:
+    """Six iterations of CenterNetLite on the own data at small sizes, evaluated at the end, written to ``out``."""
+    return [
         *own_data_opts(own_data),
         f"train.output_dir={out}",
         "train.max_iter=6",
         "train.eval_period=0",
-        "train.checkpointer.period=2",
         "lr_multiplier.warmup_iters=1",
         "dataloader.train.total_batch_size=2",
         "dataloader.train.num_workers=0",
@@ -172,8 +177,6 @@ def own_run(own_data, tmp_path_factory):
         "dataloader.train.mapper.augmentation_with_crop=null",
         "dataloader.test.mapper.augmentation.0.short_edge_length=128",
     ]
-    _main("--config-file", CENTERNET_CONFIG, *opts)
-    return out
 
 
 def _final_eval(out: str) -> dict:
@@ -207,24 +210,8 @@ def test_eval_only_with_the_saved_config_reproduces_the_final_evaluation(own_run
 def ema_run(own_data, tmp_path_factory):
     """The own-data run of :func:`own_run`, with an EMA of the weights that the evaluation uses."""
     out = str(tmp_path_factory.mktemp("ema_run"))
-    opts = [
-        *own_data_opts(own_data),
-        f"train.output_dir={out}",
-        "train.max_iter=6",
-        "train.eval_period=0",
-        "train.checkpointer.period=100",
-        "train.model_ema.enabled=True",
-        "train.model_ema.decay=0.5",
-        "train.model_ema.warmup=0",
-        "lr_multiplier.warmup_iters=1",
-        "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
-        "dataloader.train.mapper.augmentation.1.short_edge_length=[128]",
-        "dataloader.train.mapper.augmentation_with_crop=null",
-        "dataloader.test.mapper.augmentation.0.short_edge_length=128",
-    ]
-    _main("--config-file", CENTERNET_CONFIG, *opts)
+    ema = ["train.model_ema.enabled=True", "train.model_ema.decay=0.5", "train.model_ema.warmup=0"]
+    _main("--config-file", CENTERNET_CONFIG, *_short_run_opts(own_data, out), "train.checkpointer.period=100", *ema)
     return out
 
 
