@@ -224,7 +224,7 @@ class _DeformableGather(torch.autograd.Function):
         weights = weights.masked_fill_(~valid, 0).view(rows, -1).to(value.dtype)
         keys = None
         if ctx.needs_input_grad[0]:  # top-left positions on the padded level maps, for the value gradient
-            inside = (x0 >= -1) & (x0 < widths) & (y0 >= -1) & (y0 < heights)
+            inside = in_x.any(1) & in_y.any(1)  # some neighbour of the sample lies on the map
             head_row = (row // (num_queries * num_heads)) * num_heads + row % num_heads  # b * M + m
             keys = head_row[:, None] * ((heights + 2) * (widths + 2)) + (y0 + 1) * (widths + 2) + (x0 + 1)
             keys = keys.masked_fill_(~inside, 0)
