@@ -7,7 +7,8 @@ alternately with the others on the same input, and the script prints the median 
 
 * ``reference``: every selectable kernel on its reference backend (``grid_sample`` deformable sampling, the
   relation embedding held in full): what the model computed before the fast paths;
-* ``fast``: the config as it is (``"auto"`` sampling, i.e. ``"gather"`` for the R50 models; ``"fused"`` relation);
+* ``fast``: the config as it is (``"auto"`` sampling: the C++ ``"native"`` kernel where it builds, else ``"gather"``;
+  ``"fused"`` relation);
 * ``fast+fuse`` (inference only): ``fast`` with batch norms folded and RepVGG blocks merged (``--fuse``);
 * ``fast+bf16``: ``fast`` under CPU bf16 autocast (``train.amp.enabled=True`` / ``--amp``).
 

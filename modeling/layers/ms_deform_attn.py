@@ -23,6 +23,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 from collections.abc import Callable, Sequence
 
@@ -292,11 +293,121 @@ def ms_deform_attn_gather(
     return _DeformableGather.apply(value, sampling_locations, attention_weights, shapes)
 
 
-#: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"``. Measured on a 2-core CPU (one
-#: thread, forward + backward, 4 levels, 4 points, 8 heads; small maps of 1.2k tokens, batch 4, and R50-sized maps
-#: of 7k tokens, batch 2), ``"gather"`` took 0.36x and 0.47x the reference's time with 32-channel heads, 0.67x and
-#: 0.77x with 16-channel heads, but 1.24x and 1.27x with 8-channel heads: its backward sorts the sampled positions,
-#: a cost that does not shrink with the channels
+def _native_call(library, name: str, tensors: Sequence[Tensor], sizes: Sequence[int], levels: Sequence[Tensor]):
+    """Calls the kernel function ``name`` on contiguous CPU ``tensors``, the sizes ``(B, S, Q, M, D, L, P)``, the
+    levels' ``[L, 2]`` sizes and ``[L]`` starts (int64), with torch's thread count."""
+    pointers = [t.data_ptr() for t in (*tensors, *levels)]
+    getattr(library, name)(*pointers[: len(tensors)], *sizes, *pointers[len(tensors) :], torch.get_num_threads())
+
+
+class _NativeSampling(torch.autograd.Function):
+    """The sampling by the C++ CPU kernel (``csrc/ms_deform_attn_cpu.cpp``): the forward reads each sample's four
+    neighbours and adds them with their weights straight into the output row; the backward recomputes the
+    neighbours and weights, and writes the value, location and attention-weight gradients in the same pass. It
+    saves only its inputs. Computes in float64 for float64 inputs and in float32 otherwise; a bf16 value (under
+    autocast) is read as bf16 and its gradient summed in float32. The output has the promoted dtype of the inputs,
+    as for the other backends."""
+
+    @staticmethod
+    def forward(ctx, value, sampling_locations, attention_weights, shapes):
+        library = _native_library(required=True)
+        dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        if value.dtype == torch.bfloat16 and compute == torch.float32:
+            suffix, value_c = "bf16", value.contiguous()
+        else:
+            suffix, value_c = ("f64" if compute == torch.float64 else "f32"), value.to(compute).contiguous()
+        locations_c, weights_c = (t.to(compute).contiguous() for t in (sampling_locations, attention_weights))
+        batch, num_value, num_heads, head_dim = value.shape
+        _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+        sizes = (batch, num_value, num_queries, num_heads, head_dim, num_levels, num_points)
+        # [L, 2] sizes and [L] start offsets, int64 (kept on ctx for the backward)
+        ctx.levels = (torch.tensor(shapes, dtype=torch.int64), torch.tensor(_level_starts(shapes), dtype=torch.int64))
+        output = locations_c.new_empty(batch, num_queries, num_heads * head_dim)
+        _native_call(library, f"msda_forward_{suffix}", (value_c, locations_c, weights_c, output), sizes, ctx.levels)
+        ctx.save_for_backward(value_c, locations_c, weights_c)
+        ctx.meta = (sizes, suffix, value.dtype, sampling_locations.dtype, attention_weights.dtype)
+        return output.to(dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        value, locations, weights = ctx.saved_tensors
+        sizes, suffix, value_dtype, locations_dtype, weights_dtype = ctx.meta
+        grad_output = grad_output.to(locations.dtype).contiguous()
+        grad_value = torch.zeros(value.shape, dtype=locations.dtype)  # float32 for a bf16 value
+        grad_locations, grad_weights = torch.empty_like(locations), torch.empty_like(weights)
+        tensors = (value, locations, weights, grad_output, grad_value, grad_locations, grad_weights)
+        _native_call(_native_library(required=True), f"msda_backward_{suffix}", tensors, sizes, ctx.levels)
+        needs = ctx.needs_input_grad
+        return (
+            grad_value.to(value_dtype) if needs[0] else None,
+            grad_locations.to(locations_dtype) if needs[1] else None,
+            grad_weights.to(weights_dtype) if needs[2] else None,
+            None,
+        )
+
+
+NATIVE_KERNEL = "ms_deform_attn_cpu"
+_NATIVE_ABI_VERSION = 2
+
+
+def _native_library(required: bool = False):
+    """The loaded C++ kernel (built on first use), or None when it is unavailable (``required``: raise)."""
+    from . import native_kernels
+
+    library = native_kernels.load_native_library(NATIVE_KERNEL, _NATIVE_ABI_VERSION)
+    if library is not None and not hasattr(library, "_msda_typed"):
+        pointer, size = ctypes.c_void_p, ctypes.c_int64
+        for suffix in ("f32", "f64", "bf16"):
+            getattr(library, f"msda_forward_{suffix}").argtypes = (
+                [pointer] * 4 + [size] * 7 + [pointer] * 2 + [ctypes.c_int]
+            )
+            getattr(library, f"msda_backward_{suffix}").argtypes = (
+                [pointer] * 7 + [size] * 7 + [pointer] * 2 + [ctypes.c_int]
+            )
+        library._msda_typed = True
+    if library is None and required:
+        raise RuntimeError(
+            "the 'native' deformable-attention backend needs its C++ kernel, which is unavailable: "
+            f"{native_kernels.native_unavailable_reason(NATIVE_KERNEL)}. Select backend 'auto' (it falls back to "
+            "the pure-PyTorch kernels) or 'gather'"
+        )
+    return library
+
+
+def native_sampling_available() -> bool:
+    """Whether the ``"native"`` backend can run here (builds its kernel on the first call)."""
+    return _native_library() is not None
+
+
+def ms_deform_attn_native(
+    value: Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: Tensor | None,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """The ``"native"`` backend: what :func:`ms_deform_attn_sampling` computes, by a C++ kernel for CPU tensors
+    (:class:`_NativeSampling`), built with the system compiler on first use (:mod:`.native_kernels`). Per sample
+    it does the work of the written-out bilinear formula and nothing more: no index or weight tensors, no sort in
+    the backward. Values agree with the reference to float rounding (float64: 1e-15). Raises if the kernel is
+    unavailable or the tensors are not on the CPU. Arguments and result as for :func:`ms_deform_attn_sampling`."""
+    del level_start_index
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
+    if value.device.type != "cpu":
+        raise ValueError(
+            f"the 'native' deformable-attention backend runs on the CPU, got tensors on {value.device}; "
+            "select backend 'auto' or 'gather'"
+        )
+    return _NativeSampling.apply(value, sampling_locations, attention_weights, shapes)
+
+
+#: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"`` when the native kernel is not
+#: used. Measured on a 2-core CPU (one thread, forward + backward, 4 levels, 4 points, 8 heads; small maps of 1.2k
+#: tokens, batch 4, and R50-sized maps of 7k tokens, batch 2), ``"gather"`` took 0.36x and 0.47x the reference's
+#: time with 32-channel heads, 0.67x and 0.77x with 16-channel heads, but 1.24x and 1.27x with 8-channel heads: its
+#: backward sorts the sampled positions, a cost that does not shrink with the channels
 AUTO_GATHER_MIN_HEAD_DIM = 16
 
 
@@ -307,16 +418,19 @@ def ms_deform_attn_auto(
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
-    """The ``"auto"`` backend: ``"gather"`` (:func:`ms_deform_attn_gather`) without gradients and for
-    training with heads of at least :data:`AUTO_GATHER_MIN_HEAD_DIM` channels; the reference
-    (:func:`ms_deform_attn_sampling`) for training with narrower heads. Both compute the same values to float
-    rounding; arguments and result as for :func:`ms_deform_attn_sampling`."""
-    needs_grad = torch.is_grad_enabled() and (
-        value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
-    )
-    kernel = (
-        ms_deform_attn_sampling if needs_grad and value.shape[-1] < AUTO_GATHER_MIN_HEAD_DIM else ms_deform_attn_gather
-    )
+    """The ``"auto"`` backend: on the CPU the C++ kernel (:func:`ms_deform_attn_native`) when it is available;
+    otherwise ``"gather"`` (:func:`ms_deform_attn_gather`) without gradients and for training with heads of at
+    least :data:`AUTO_GATHER_MIN_HEAD_DIM` channels, and the reference (:func:`ms_deform_attn_sampling`) for
+    training with narrower heads. All compute the same values to float rounding; arguments and result as for
+    :func:`ms_deform_attn_sampling`."""
+    if value.device.type == "cpu" and _native_library() is not None:
+        kernel = ms_deform_attn_native
+    else:
+        needs_grad = torch.is_grad_enabled() and (
+            value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
+        )
+        narrow = value.shape[-1] < AUTO_GATHER_MIN_HEAD_DIM
+        kernel = ms_deform_attn_sampling if needs_grad and narrow else ms_deform_attn_gather
     return kernel(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
@@ -354,6 +468,7 @@ SAMPLING_BACKENDS: dict[str, Callable[..., Tensor]] = {
     "pytorch": ms_deform_attn_sampling,
     "pytorch_single_op": MSDeformAttnSampling.apply,
     "gather": ms_deform_attn_gather,
+    "native": ms_deform_attn_native,
     "auto": ms_deform_attn_auto,
 }
 
@@ -475,7 +590,10 @@ class MultiScaleDeformableAttention(nn.Module):
         batch, num_queries, _ = query.shape
         num_value = value.shape[1]
         value = self.value_proj(value)
-        if key_padding_mask is not None:
+        # On the CPU in eager mode a mask without padding (a single image) is skipped: .any() needs no sync there;
+        # a trace (ONNX export) keeps the masking, since the traced graph must serve inputs with padding too.
+        eager_cpu = value.device.type == "cpu" and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+        if key_padding_mask is not None and (not eager_cpu or key_padding_mask.any()):
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.view(batch, num_value, self.num_heads, self.embed_dim // self.num_heads)
         locations = self._sampling_locations(query, reference_points, spatial_shapes)

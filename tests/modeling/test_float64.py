@@ -25,6 +25,7 @@ from core.lazy import LazyCall as L
 from core.lazy import LazyConfig, instantiate
 from modeling.layers import reference_kernels
 from projects.salience_detr.modeling import FocusForegroundLoss
+from tests.modeling.native import require_native_sampling
 from tests.projects.batches import training_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -133,15 +134,18 @@ def _training_step(model: torch.nn.Module, batch: list[dict], reference: bool) -
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
+@pytest.mark.parametrize("sampling", ["gather", "native"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fast_kernels_equal_the_reference_on_a_whole_model_in_float64(name):
-    """The config's fast kernels (``"gather"`` sampling, ``"fused"`` relation) against every module's reference
-    backend, on a whole training step and an inference in float64: losses, every gradient, detections. ``"auto"``
-    sampling is pinned to ``"gather"`` (with these narrow heads it would train on the reference)."""
+def test_fast_kernels_equal_the_reference_on_a_whole_model_in_float64(name, sampling):
+    """The config's fast kernels (``"gather"`` or ``"native"`` sampling in place of ``"auto"``, ``"fused"``
+    relation) against every module's reference backend, on a whole training step and an inference in float64:
+    losses, every gradient, detections."""
+    if sampling == "native":
+        require_native_sampling()
     model = small_model(name).train()
     for module in model.modules():
         if getattr(module, "backend", None) == "auto":
-            module.backend = "gather"
+            module.backend = sampling
     fast = [m for m in model.modules() if hasattr(m, "reference_backend") and m.backend != m.reference_backend]
     assert fast, "the config selects no fast kernel"
     batch = tiny_batch()

@@ -1,5 +1,6 @@
 """Multi-scale deformable attention against a slow reference with explicit bilinear interpolation, on every sampling
-backend; the ``"gather"`` backend against the ``"pytorch"`` reference (values and gradients, float64)."""
+backend; the ``"gather"`` and ``"native"`` (C++) backends against the ``"pytorch"`` reference (values and gradients,
+float64)."""
 
 import math
 
@@ -7,10 +8,18 @@ import pytest
 import torch
 
 from modeling.layers import SAMPLING_BACKENDS, MultiScaleDeformableAttention, ms_deform_attn_sampling
+from tests.modeling.native import require_native_sampling
 
-BACKENDS = ["pytorch", "gather", "auto"]
+BACKENDS = ["pytorch", "gather", "native", "auto"]
 
 SHAPES = [(3, 4), (2, 2)]
+
+
+@pytest.fixture(autouse=True)
+def _native_backend_needs_its_kernel(request):
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "native" in callspec.params.values():
+        require_native_sampling()
 
 
 def _bilinear(feature, x, y):
@@ -95,15 +104,17 @@ def test_sampling_gradcheck(backend):
     assert torch.autograd.gradcheck(lambda v, loc, w: sampling(v, SHAPES, None, loc, w), inputs, eps=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["gather", "native"])
 @pytest.mark.parametrize(
     "shapes, batch, queries, heads, dim, points",
     [
         ([(13, 17), (7, 9), (4, 5), (2, 3)], 2, 40, 8, 4, 4),  # four odd-sized levels, as the models use them
         ([(6, 11)], 1, 25, 2, 3, 3),  # a single level
         ([(1, 1), (5, 2)], 3, 7, 1, 5, 1),  # a 1x1 level, one head, one point
+        ([(9, 7), (5, 4)], 2, 30, 4, 16, 2),  # the heads of the synthetic configs
     ],
 )
-def test_gather_equals_the_reference_values_and_gradients(shapes, batch, queries, heads, dim, points):
+def test_fast_backends_equal_the_reference_values_and_gradients(backend, shapes, batch, queries, heads, dim, points):
     generator = torch.Generator().manual_seed(len(shapes) * 10 + batch)
     num_value = sum(h * w for h, w in shapes)
     value = torch.randn(batch, num_value, heads, dim, dtype=torch.float64, generator=generator)
@@ -115,8 +126,8 @@ def test_gather_equals_the_reference_values_and_gradients(shapes, batch, queries
     inputs = [t.requires_grad_(True) for t in (value, locations, weights)]
     grad = torch.randn(batch, queries, heads * dim, dtype=torch.float64, generator=generator)
     results = []
-    for backend in ("pytorch", "gather"):
-        output = SAMPLING_BACKENDS[backend](*inputs[:1], torch.tensor(shapes), None, *inputs[1:])
+    for name in ("pytorch", backend):
+        output = SAMPLING_BACKENDS[name](*inputs[:1], torch.tensor(shapes), None, *inputs[1:])
         results.append((output, torch.autograd.grad(output, inputs, grad)))
     (expected, expected_grads), (actual, actual_grads) = results
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
@@ -124,10 +135,7 @@ def test_gather_equals_the_reference_values_and_gradients(shapes, batch, queries
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
-@pytest.mark.parametrize("dim", [8, 16, 32])
-def test_auto_backend_picks_its_kernel_by_gradients_and_head_width(monkeypatch, dim):
-    """``"auto"`` runs ``"gather"`` without gradients and for training with heads of >= 16 channels, the reference
-    for training with narrower heads (it is that kernel's exact result: same values and gradients bit for bit)."""
+def _record_kernels(monkeypatch):
     from modeling.layers import ms_deform_attn as module
 
     calls = []
@@ -136,42 +144,96 @@ def test_auto_backend_picks_its_kernel_by_gradients_and_head_width(monkeypatch, 
         kernel = getattr(module, name)
         return lambda *args: calls.append(name) or kernel(*args)
 
-    for name in ("ms_deform_attn_gather", "ms_deform_attn_sampling"):
+    for name in ("ms_deform_attn_gather", "ms_deform_attn_sampling", "ms_deform_attn_native"):
         monkeypatch.setattr(module, name, recording(name))
+    return module, calls
+
+
+@pytest.mark.parametrize("dim", [8, 16, 32])
+def test_auto_backend_picks_its_kernel_by_gradients_and_head_width(monkeypatch, dim):
+    """Without the native kernel, ``"auto"`` runs ``"gather"`` without gradients and for training with heads of
+    >= 16 channels, the reference for training with narrower heads; with it, the native kernel on the CPU."""
+    module, calls = _record_kernels(monkeypatch)
     value, locations, weights = _sampling_inputs()
     value = value.repeat_interleave(dim // value.shape[-1] + 1, -1)[..., :dim]
-    with torch.no_grad():
-        module.ms_deform_attn_auto(value, SHAPES, None, locations, weights)
-    module.ms_deform_attn_auto(value, SHAPES, None, locations.requires_grad_(True), weights)
+
+    def inference_then_training():
+        with torch.no_grad():
+            module.ms_deform_attn_auto(value, SHAPES, None, locations, weights)
+        module.ms_deform_attn_auto(value, SHAPES, None, locations.clone().requires_grad_(True), weights)
+
+    monkeypatch.setattr(module, "_native_library", lambda required=False: None)
+    inference_then_training()
     trained_with = "ms_deform_attn_gather" if dim >= module.AUTO_GATHER_MIN_HEAD_DIM else "ms_deform_attn_sampling"
     assert calls == ["ms_deform_attn_gather", trained_with]
+    monkeypatch.undo()
+    require_native_sampling()
+    module, calls = _record_kernels(monkeypatch)
+    inference_then_training()
+    assert calls == ["ms_deform_attn_native"] * 2
 
 
-def test_gather_in_float32_and_bfloat16_values_follow_the_reference():
+@pytest.mark.parametrize("backend", ["gather", "native"])
+def test_float32_and_bfloat16_values_follow_the_reference(backend):
     value, locations, weights = (t.float() for t in _sampling_inputs(seed=3))
     expected = ms_deform_attn_sampling(value, SHAPES, None, locations, weights)
-    torch.testing.assert_close(SAMPLING_BACKENDS["gather"](value, SHAPES, None, locations, weights), expected)
-    # a bf16 value (autocast's value projection) is gathered in bf16, the weights computed in float32
-    actual = SAMPLING_BACKENDS["gather"](value.bfloat16(), SHAPES, None, locations, weights)
+    torch.testing.assert_close(SAMPLING_BACKENDS[backend](value, SHAPES, None, locations, weights), expected)
+    # a bf16 value (autocast's value projection) is read in bf16; the weights and the result are float32
+    actual = SAMPLING_BACKENDS[backend](value.bfloat16(), SHAPES, None, locations, weights)
     assert actual.dtype == torch.float32
     torch.testing.assert_close(actual, expected, rtol=0.02, atol=0.05)
 
 
-def test_gather_gradients_with_a_bfloat16_value_follow_the_reference():
-    # under autocast the value is bf16: the backward's per-neighbour dot products then run as bf16 products
+@pytest.mark.parametrize("backend", ["gather", "native"])
+def test_gradients_with_a_bfloat16_value_follow_the_reference(backend):
+    # under autocast the value is bf16: "gather"'s per-neighbour dot products then run as bf16 products
     value, locations, weights = (t.float() for t in _sampling_inputs(seed=5))
     generator = torch.Generator().manual_seed(6)
     grad = torch.randn(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], generator=generator)
     results = []
-    for backend, dtype in (("pytorch", torch.float32), ("gather", torch.bfloat16)):
+    for name, dtype in (("pytorch", torch.float32), (backend, torch.bfloat16)):
         inputs = [value.to(dtype).detach().requires_grad_(True), locations.clone().requires_grad_(True)]
         inputs.append(weights.clone().requires_grad_(True))
-        out = SAMPLING_BACKENDS[backend](inputs[0], SHAPES, None, inputs[1], inputs[2])
+        out = SAMPLING_BACKENDS[name](inputs[0], SHAPES, None, inputs[1], inputs[2])
         (out.float() * grad).sum().backward()
+        assert inputs[0].grad.dtype == dtype
         results.append([t.grad.float() for t in inputs])
     for actual, expected in zip(results[1], results[0]):
         scale = expected.abs().max()
         torch.testing.assert_close(actual / scale, expected / scale, rtol=0, atol=0.03)
+
+
+def test_native_results_do_not_depend_on_the_thread_count():
+    """The native backward gives each thread whole (batch, head) pairs, so every value-gradient row is summed in
+    the same order whatever the number of threads: bit-identical results."""
+    require_native_sampling()
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(11, 13), (6, 7), (3, 4)]
+    value = torch.randn(3, sum(h * w for h, w in shapes), 4, 8, generator=generator)
+    locations = torch.rand(3, 50, 4, len(shapes), 4, 2, generator=generator) * 1.2 - 0.1
+    weights = torch.rand(3, 50, 4, len(shapes), 4, generator=generator)
+    grad = torch.randn(3, 50, 32, generator=generator)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            inputs = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+            out = SAMPLING_BACKENDS["native"](inputs[0], shapes, None, inputs[1], inputs[2])
+            results.append([out, *torch.autograd.grad(out, inputs, grad)])
+    finally:
+        torch.set_num_threads(threads)
+    for single, multi in zip(*results):
+        assert torch.equal(single, multi)
+
+
+def test_native_rejects_double_backward():
+    require_native_sampling()
+    value, locations, weights = (t.requires_grad_(True) for t in _sampling_inputs())
+    out = SAMPLING_BACKENDS["native"](value, SHAPES, None, locations, weights)
+    (grad_value,) = torch.autograd.grad(out.square().sum(), value, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        grad_value.sum().backward()
 
 
 def _module_and_inputs(num_points=2, seed=0):
@@ -287,3 +349,26 @@ def test_autocast_bfloat16_on_cpu(backend):
     assert actual.dtype == torch.bfloat16
     assert torch.isfinite(actual.float()).all()
     torch.testing.assert_close(actual.float(), expected, rtol=0.1, atol=0.15)
+
+
+def test_a_trace_with_an_empty_padding_mask_still_masks():
+    """Eager CPU code skips the masking when nothing is padded; a traced graph (ONNX export) must keep it."""
+    attn, query, value = _module_and_inputs()
+    reference_points = torch.rand(2, 3, len(SHAPES), 2, dtype=torch.float64)
+    empty = torch.zeros(2, value.shape[1], dtype=torch.bool)
+    padded = empty.clone()
+    padded[0, -4:] = True
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, v, mask):
+            return self.attn(query, reference_points, v, SHAPES, key_padding_mask=mask)
+
+    run = Wrapper()
+    with torch.no_grad():
+        traced = torch.jit.trace(run, (value, empty), check_trace=False)
+        torch.testing.assert_close(traced(value, padded), run(value, padded))
+        torch.testing.assert_close(run(value, empty), run(value, None))
