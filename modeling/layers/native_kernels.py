@@ -106,10 +106,13 @@ def _build(name: str, source: Path, compiler: str, target_dir: Path) -> tuple[Pa
         path = target_dir / f"{name}-{key}.so"
         if path.exists():
             return path, ""
-        target_dir.mkdir(parents=True, exist_ok=True)
-        # build under a temporary name, then rename: processes building at the same time never see half a file
-        fd, tmp = tempfile.mkstemp(suffix=".so", prefix=f".{name}-", dir=target_dir)
-        os.close(fd)
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            # build under a temporary name, then rename: processes building at the same time never see half a file
+            fd, tmp = tempfile.mkstemp(suffix=".so", prefix=f".{name}-", dir=target_dir)
+            os.close(fd)
+        except OSError as error:
+            return None, f"the kernel cache {target_dir} is not writable ({error}); set DETR_KERNEL_CACHE"
         command = [compiler, *flags, *_COMMON_FLAGS, str(source), "-o", tmp]
         start = time.perf_counter()
         try:

@@ -53,9 +53,16 @@ def test_kernel_is_built_once_then_read_from_the_cache(fresh_kernel, monkeypatch
     assert built[0].stat().st_mtime_ns == stamp and not list(fresh_kernel.glob(".*"))  # no temporary left
 
 
-@pytest.mark.parametrize("cause", ["disabled", "no compiler", "build error"])
+@pytest.mark.parametrize("cause", ["disabled", "no compiler", "build error", "unwritable cache"])
 def test_without_the_kernel_auto_falls_back_and_native_says_why(fresh_kernel, monkeypatch, tmp_path, caplog, cause):
-    if cause == "disabled":
+    if cause == "unwritable cache":
+        if native_kernels._find_compiler() is None:
+            pytest.skip("no C++ compiler: the cache is never written")
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        monkeypatch.setenv("DETR_KERNEL_CACHE", str(blocker / "cache"))
+        expected_reason = "the kernel cache"
+    elif cause == "disabled":
         monkeypatch.setenv("DETR_NATIVE_KERNELS", "0")
         expected_reason = "DETR_NATIVE_KERNELS"
     elif cause == "no compiler":
@@ -77,6 +84,8 @@ def test_without_the_kernel_auto_falls_back_and_native_says_why(fresh_kernel, mo
     message = f"(?s)'native' .*unavailable: {re.escape(expected_reason)}.*Select backend 'auto'"
     with pytest.raises(RuntimeError, match=message):
         SAMPLING_BACKENDS["native"](value, shapes, None, locations, weights)
+    if cause == "unwritable cache":
+        assert "is not writable" in native_kernels.native_unavailable_reason(msda.NATIVE_KERNEL)
     if cause == "build error":
         assert "this is not C++" in native_kernels.native_unavailable_reason(msda.NATIVE_KERNEL)
         assert not fresh_kernel.exists() or not list(fresh_kernel.iterdir())  # no temporary left
