@@ -93,16 +93,10 @@ def _compiler_version(compiler: str) -> str:
 
 def _build(name: str, source: Path, compiler: str, target_dir: Path) -> tuple[Path | None, str]:
     """Builds ``source`` with the first flag set that works; returns (library path, "") or (None, why)."""
-    source_bytes = source.read_bytes()
-    version = _compiler_version(compiler)
+    identity = [source.read_bytes(), compiler.encode(), _compiler_version(compiler).encode(), _cpu_identity().encode()]
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256(
-            b"\0".join(
-                s.encode() if isinstance(s, str) else s
-                for s in (source_bytes, compiler, version, " ".join(flags + _COMMON_FLAGS), _cpu_identity())
-            )
-        ).hexdigest()[:16]
+        key = hashlib.sha256(b"\0".join([*identity, " ".join(flags + _COMMON_FLAGS).encode()])).hexdigest()[:16]
         path = target_dir / f"{name}-{key}.so"
         if path.exists():
             return path, ""
@@ -131,7 +125,8 @@ def _build(name: str, source: Path, compiler: str, target_dir: Path) -> tuple[Pa
 def load_native_library(name: str, abi_version: int) -> ctypes.CDLL | None:
     """The library built from ``csrc/{name}.cpp`` (built and cached on first use), or None when it cannot be
     had; the reason is then :func:`native_unavailable_reason`. The library must export ``{name}_abi_version()``
-    returning ``abi_version`` (a stale build is rebuilt)."""
+    returning ``abi_version``; one that returns another version is refused (the Python wrapper and the source
+    disagree)."""
     with _lock:
         if name in _libraries:
             return _libraries[name]

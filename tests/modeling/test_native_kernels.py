@@ -1,7 +1,6 @@
 """Building, caching and falling back from the C++ CPU kernels (``modeling/layers/native_kernels.py``)."""
 
 import logging
-import os
 import re
 import shutil
 
@@ -113,4 +112,12 @@ def test_cache_key_follows_the_source_and_the_cpu(fresh_kernel, monkeypatch, tmp
         f.write("\n// edited\n")
     assert msda.native_sampling_available()
     assert len(list(fresh_kernel.glob("ms_deform_attn_cpu-*.so"))) == 3
-    assert os.access(fresh_kernel, os.W_OK)
+
+
+def test_a_library_of_another_abi_version_is_refused(fresh_kernel):
+    """The wrapper states the ABI version it was written for; a build that reports another one is not called."""
+    require_native_sampling(build=False)
+    assert native_kernels.load_native_library(msda.NATIVE_KERNEL, abi_version=-1) is None
+    assert "has ABI version" in native_kernels.native_unavailable_reason(msda.NATIVE_KERNEL)
+    native_kernels._forget(msda.NATIVE_KERNEL)
+    assert msda.native_sampling_available()  # the same cached build, with the version the wrapper expects

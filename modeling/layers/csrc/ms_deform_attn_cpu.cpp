@@ -56,7 +56,6 @@ inline Corner<T> locate(T loc_x, T loc_y, int64_t h, int64_t w) {
   return c;
 }
 
-// V: the value's storage type (T, or BFloat16 read into float); T: everything else and the arithmetic
 // Calls fn(dy, dx, token, weight) for each of the sample's four neighbours that lies on the h x w map: token is its
 // index on the level, weight its bilinear weight times the attention weight a.
 template <typename T, typename Fn>
@@ -72,6 +71,7 @@ inline void for_each_neighbour(const Corner<T>& cn, int64_t h, int64_t w, T a, F
   }
 }
 
+// V: the value's storage type (T, or BFloat16 read into float); T: everything else and the arithmetic
 template <typename V, typename T>
 void forward(const V* __restrict value, const T* __restrict loc, const T* __restrict attn, T* __restrict out,
              int64_t B, int64_t S, int64_t Q, int64_t M, int64_t D, int64_t L, int64_t P,
