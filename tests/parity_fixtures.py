@@ -37,24 +37,47 @@ def load_case(model: str, name: str):
     return torch.load(os.path.join(fixture_dir(model), name), map_location="cpu", weights_only=False)
 
 
-# Tolerances of ../shared/parity/README.md.
-#: the kernels a parity model runs: its config's (the fast backends) or every module's reference backend
-KERNELS = ("config", "reference")
+#: where the parity models run (``PARITY_DEVICE=cuda`` on a GPU machine); the recorded outputs are CPU fp32
+DEVICE = os.environ.get("PARITY_DEVICE", "cpu")
+
+#: the kernels a parity model runs: its config's (the fast backends), every module's reference backend, or the
+#: Triton kernels (on CUDA; on the CPU under Triton's interpreter, which tests/conftest.py turns on without CUDA).
+#: Interpreted, the Triton kernels take minutes per model: those runs are marked slow, and the fast suite checks
+#: them on one image (``test_triton_kernels_on_one_image``)
+KERNELS = ("config", "reference", pytest.param("triton", marks=pytest.mark.slow))
 
 
 def with_kernels(model, kernels: str):
-    """Yields ``model`` running the given ``KERNELS``; with ``"config"``, checks that some module of the model
-    runs a backend other than its reference (so that the fast kernels are what the parity tests check)."""
-    from modeling.layers import reference_kernels
+    """Yields ``model`` on :data:`DEVICE` running the given ``KERNELS``; with ``"config"``, checks that some module
+    of the model runs a backend other than its reference (so that the fast kernels are what the parity tests
+    check); with ``"triton"``, that the deformable attention (and the relation, where there is one) runs Triton."""
+    from modeling.layers import MultiScaleDeformableAttention, kernel_backends, reference_kernels
+    from modeling.layers.triton_support import interpreting, triton_unavailable_reason
 
+    model = model.to(DEVICE)
     selectable = [m for m in model.modules() if hasattr(m, "reference_backend")]
     if kernels == "config":
         assert any(m.backend != m.reference_backend for m in selectable), "the config selects no fast kernel"
         yield model
         return
+    if kernels == "triton":
+        if triton_unavailable_reason() is not None:
+            pytest.skip(f"Triton kernels: {triton_unavailable_reason()}")
+        if torch.device(DEVICE).type != "cuda" and not interpreting():
+            pytest.skip("the Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1")
+        with kernel_backends(model, "triton") as switched:
+            # every module that has a Triton kernel runs it (the others, e.g. the decoder's self-attention, keep
+            # their config's backend)
+            assert any(isinstance(m, MultiScaleDeformableAttention) for m in switched)
+            assert all(m.backend == "triton" for m in selectable if "triton" in getattr(m, "backends", ()))
+            yield model
+        return
     with reference_kernels(model) as switched:
         assert switched and all(m.backend == m.reference_backend for m in selectable)
         yield model
+
+
+# Tolerances of ../shared/parity/README.md.
 
 
 BOX_TOL_PX = 1e-3
@@ -72,7 +95,7 @@ def model_inputs(images: list) -> list[dict]:
 def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
     """Equal shapes and max absolute difference <= ``atol``, with the difference in the message."""
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    diff = (actual.detach().cpu().float() - expected.float()).abs().max().item() if actual.numel() else 0.0
     assert diff <= atol, f"{name}: max abs difference {diff:.3g} > {atol}"
 
 
@@ -80,12 +103,12 @@ def assert_boxes_in_pixels(name: str, actual: torch.Tensor, expected: torch.Tens
     """Normalised cxcywh boxes compared in pixels of ``image`` (``[3, H, W]``), within ``BOX_TOL_PX``."""
     height, width = image.shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    assert_close(f"{name} (pixels)", actual * scale, expected * scale, BOX_TOL_PX)
+    assert_close(f"{name} (pixels)", actual.detach().cpu() * scale, expected * scale, BOX_TOL_PX)
 
 
 def assert_detections(prefix: str, detections: dict, expected: dict) -> None:
     """Post-processed detections: labels equal, scores within ``LOGIT_TOL``, boxes within ``BOX_TOL_PX``."""
-    assert torch.equal(detections["labels"], expected["labels"]), f"{prefix}: labels differ"
+    assert torch.equal(detections["labels"].cpu(), expected["labels"]), f"{prefix}: labels differ"
     assert_close(f"{prefix} scores", detections["scores"], expected["scores"], LOGIT_TOL)
     assert_close(f"{prefix} boxes", detections["boxes"], expected["boxes"], BOX_TOL_PX)
 

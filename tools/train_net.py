@@ -32,6 +32,7 @@ from engine.predictor import fuse_for_inference  # noqa: E402
 from engine.solver import LRMultiplier, iterations_from_epochs  # noqa: E402
 from engine.train_loop import AMPTrainer, HookBase, SimpleTrainer  # noqa: E402
 from evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from modeling.layers import select_kernel_backend  # noqa: E402
 
 logger = logging.getLogger("train_net")
 
@@ -153,6 +154,20 @@ def _accepts(lazy_call, argument: str) -> bool:
     return argument in inspect.signature(target).parameters
 
 
+def select_kernels(cfg, model, device) -> None:
+    """``train.kernels``: switches every module that has a kernel backend of that name (``None``: the config's)."""
+    name = cfg.train.get("kernels")
+    if not name:
+        return
+    if name == "triton":
+        from modeling.layers.triton_support import require_triton_device
+
+        require_triton_device("train.kernels='triton' (Triton kernels)", device)
+    switched = select_kernel_backend(model, name)
+    kinds = sorted({type(m).__name__ for m in switched})
+    logger.info(f"train.kernels={name!r}: {len(switched)} modules ({', '.join(kinds)}) run the {name!r} kernels")
+
+
 def do_train(args, cfg, seed: int):
     """Builds the data first (its images are checked before anything else), then the model, and trains."""
     device = resolve_device(cfg.train.device, comm.get_local_rank())
@@ -163,6 +178,7 @@ def do_train(args, cfg, seed: int):
     max_iter = resolve_schedule(cfg, train_loader)
     multiplier = build_lr_multiplier(cfg, max_iter)
     model = instantiate(cfg.model).to(device)
+    select_kernels(cfg, model, device)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -209,6 +225,7 @@ def do_eval_only(args, cfg):
     if OmegaConf.select(cfg, "model.backbone.weights", default=None) is not None:
         cfg.model.backbone.weights = None  # the checkpoint holds the backbone: no pretrained download
     model = instantiate(cfg.model).to(device)
+    select_kernels(cfg, model, device)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume, mode="eval")
     if getattr(args, "fuse", False):

@@ -18,6 +18,9 @@ train = dict(
     best_checkpointer=dict(enabled=True, val_metric="bbox/AP", mode="max"),
     model_ema=dict(enabled=False, decay=0.9998, warmup=2000, use_ema_weights_for_eval=True),
     device="auto",  # "cuda", "cpu", or "auto" (cuda when available)
+    # None: every module runs the kernel backend its config gives; a backend name (e.g. "triton" on a GPU, "pytorch"
+    # for the reference kernels) switches every module that has a kernel of that name (modeling.layers.switches).
+    kernels=None,
     # >= 0: reproducible data order, augmentation and model randomness, exact resume; < 0: random.
     seed=42,
     cudnn_benchmark=False,

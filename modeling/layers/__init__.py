@@ -13,7 +13,7 @@ from .ms_deform_attn import (
     set_sampling_backend,
 )
 from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed, sine_frequencies
-from .switches import module_attributes, reference_kernels
+from .switches import kernel_backends, module_attributes, reference_kernels, select_kernel_backend
 
 __all__ = [
     "SAMPLING_BACKENDS",
@@ -23,12 +23,14 @@ __all__ = [
     "PositionEmbeddingSine",
     "biased_attention",
     "get_sine_pos_embed",
+    "kernel_backends",
     "module_attributes",
     "ms_deform_attn_gather",
     "ms_deform_attn_flops",
     "ms_deform_attn_sampling",
     "reference_kernels",
     "register_sampling_backend",
+    "select_kernel_backend",
     "set_sampling_backend",
     "sine_frequencies",
 ]

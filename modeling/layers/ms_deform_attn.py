@@ -41,6 +41,7 @@ __all__ = [
     "ms_deform_attn_flops",
     "ms_deform_attn_gather",
     "ms_deform_attn_sampling",
+    "ms_deform_attn_triton",
     "register_sampling_backend",
     "set_sampling_backend",
 ]
@@ -339,13 +340,14 @@ class _NativeSampling(torch.autograd.Function):
         grad_locations, grad_weights = torch.empty_like(locations), torch.empty_like(weights)
         tensors = (value, locations, weights, grad_output, grad_value, grad_locations, grad_weights)
         _native_call(_native_library(required=True), f"msda_backward_{suffix}", tensors, sizes, ctx.levels)
-        needs = ctx.needs_input_grad
-        return (
-            grad_value.to(value_dtype) if needs[0] else None,
-            grad_locations.to(locations_dtype) if needs[1] else None,
-            grad_weights.to(weights_dtype) if needs[2] else None,
-            None,
-        )
+        grads = (grad_value, grad_locations, grad_weights)
+        return (*cast_input_grads(ctx.needs_input_grad, grads, (value_dtype, locations_dtype, weights_dtype)), None)
+
+
+def cast_input_grads(needs: Sequence[bool], grads: Sequence[Tensor], dtypes: Sequence[torch.dtype]) -> tuple:
+    """A kernel's gradients of the value, locations and attention weights (computed in float32 or float64) in
+    their inputs' dtypes, ``None`` where autograd asks for none."""
+    return tuple(grad.to(dtype) if need else None for need, grad, dtype in zip(needs, grads, dtypes))
 
 
 NATIVE_KERNEL = "ms_deform_attn_cpu"
@@ -401,6 +403,29 @@ def ms_deform_attn_native(
             "select backend 'auto' or 'gather'"
         )
     return _NativeSampling.apply(value, sampling_locations, attention_weights, shapes)
+
+
+def ms_deform_attn_triton(
+    value: Tensor,
+    spatial_shapes: SpatialShapes,
+    level_start_index: Tensor | None,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """The ``"triton"`` backend: what :func:`ms_deform_attn_sampling` computes, by Triton kernels
+    (:mod:`.triton_ms_deform_attn`) that read each sample's four neighbours and add them into the output in one
+    pass, forward and backward (value gradient by atomic adds), accumulating in float32 (float64 for float64
+    inputs). For CUDA tensors; on the CPU only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
+    Opt-in: ``"auto"`` does not select it until a GPU run has confirmed its speed. Arguments and result as for
+    :func:`ms_deform_attn_sampling`."""
+    del level_start_index
+    from .triton_support import require_triton_tensors
+
+    shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
+    require_triton_tensors("'triton' deformable-attention backend", value, sampling_locations, attention_weights)
+    from .triton_ms_deform_attn import TritonSampling
+
+    return TritonSampling.apply(value, sampling_locations, attention_weights, shapes)
 
 
 #: the narrowest heads for which the ``"auto"`` backend trains with ``"gather"`` when the native kernel is not
@@ -469,6 +494,7 @@ SAMPLING_BACKENDS: dict[str, Callable[..., Tensor]] = {
     "pytorch_single_op": MSDeformAttnSampling.apply,
     "gather": ms_deform_attn_gather,
     "native": ms_deform_attn_native,
+    "triton": ms_deform_attn_triton,
     "auto": ms_deform_attn_auto,
 }
 
@@ -513,6 +539,8 @@ class MultiScaleDeformableAttention(nn.Module):
 
     #: the backend that defines the computation (exports and tests compare against it)
     reference_backend = "pytorch"
+    #: the registry of the backends it can select
+    backends = SAMPLING_BACKENDS
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["module_attributes", "reference_kernels"]
+__all__ = ["kernel_backends", "module_attributes", "reference_kernels", "select_kernel_backend"]
 
 
 @contextlib.contextmanager
@@ -43,3 +43,27 @@ def reference_kernels(model: nn.Module) -> contextlib.AbstractContextManager[lis
     return module_attributes(
         model, "backend", lambda m: m.reference_backend, applies=lambda m: hasattr(m, "reference_backend")
     )
+
+
+def _has_backend(name: str) -> Callable[[nn.Module], bool]:
+    return lambda m: hasattr(m, "reference_backend") and name in getattr(m, "backends", {})
+
+
+def kernel_backends(model: nn.Module, name: str) -> contextlib.AbstractContextManager[list[nn.Module]]:
+    """Within the ``with`` block, every module with a selectable kernel whose registry (its class attribute
+    ``backends``) has a backend called ``name`` runs it (e.g. ``"triton"``: the Triton deformable attention and
+    relation kernels); the others keep theirs. Yields the modules switched."""
+    return module_attributes(model, "backend", name, applies=_has_backend(name))
+
+
+def select_kernel_backend(model: nn.Module, name: str) -> list[nn.Module]:
+    """Switches, for good, every module of ``model`` that has a kernel backend called ``name`` to it (what
+    ``train.kernels`` does); returns the modules switched. Raises if no module has such a backend (a mistyped
+    name), listing the names the model's modules offer."""
+    switched = [m for m in model.modules() if _has_backend(name)(m)]
+    if not switched:
+        offered = sorted({b for m in model.modules() if hasattr(m, "reference_backend") for b in m.backends})
+        raise ValueError(f"no module of the model has a kernel backend {name!r}; its modules offer {offered}")
+    for module in switched:
+        module.backend = name
+    return switched

@@ -1,6 +1,6 @@
 """Multi-scale deformable attention against a slow reference with explicit bilinear interpolation, on every sampling
-backend; the ``"gather"`` and ``"native"`` (C++) backends against the ``"pytorch"`` reference (values and gradients,
-float64)."""
+backend; the ``"gather"``, ``"native"`` (C++) and ``"triton"`` (Triton, here under its interpreter) backends against
+the ``"pytorch"`` reference (values and gradients, float64)."""
 
 import math
 
@@ -9,8 +9,11 @@ import torch
 
 from modeling.layers import SAMPLING_BACKENDS, MultiScaleDeformableAttention, ms_deform_attn_sampling
 from tests.modeling.native import require_native_sampling
+from tests.modeling.triton import require_triton_on_cpu
 
-BACKENDS = ["pytorch", "gather", "native", "auto"]
+BACKENDS = ["pytorch", "gather", "native", "triton", "auto"]
+#: the backends that replace the reference with a kernel of their own
+FAST_BACKENDS = ["gather", "native", "triton"]
 
 SHAPES = [(3, 4), (2, 2)]
 
@@ -20,6 +23,8 @@ def _native_backend_needs_its_kernel(request):
     callspec = getattr(request.node, "callspec", None)
     if callspec is not None and "native" in callspec.params.values():
         require_native_sampling()
+    if callspec is not None and "triton" in callspec.params.values():
+        require_triton_on_cpu()
 
 
 def _bilinear(feature, x, y):
@@ -95,7 +100,12 @@ def test_sampling_rejects_wrong_spatial_shapes(backend):
         SAMPLING_BACKENDS[backend](value, [(3, 4), (2, 3)], None, locations, weights)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "backend",
+    # the interpreted Triton kernels take minutes here; test_fast_backends_equal_the_reference... checks their
+    # gradients against the reference's in float64
+    [pytest.param(b, marks=pytest.mark.slow) if b == "triton" else b for b in BACKENDS],
+)
 def test_sampling_gradcheck(backend):
     value, locations, weights = _sampling_inputs()
     locations = (locations * 0.5 + 0.25).detach()  # away from pixel-centre kinks
@@ -104,7 +114,7 @@ def test_sampling_gradcheck(backend):
     assert torch.autograd.gradcheck(lambda v, loc, w: sampling(v, SHAPES, None, loc, w), inputs, eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["gather", "native"])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize(
     "shapes, batch, queries, heads, dim, points",
     [
@@ -173,7 +183,7 @@ def test_auto_backend_picks_its_kernel_by_gradients_and_head_width(monkeypatch, 
     assert calls == ["ms_deform_attn_native"] * 2
 
 
-@pytest.mark.parametrize("backend", ["gather", "native"])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_float32_and_bfloat16_values_follow_the_reference(backend):
     value, locations, weights = (t.float() for t in _sampling_inputs(seed=3))
     expected = ms_deform_attn_sampling(value, SHAPES, None, locations, weights)
@@ -184,7 +194,7 @@ def test_float32_and_bfloat16_values_follow_the_reference(backend):
     torch.testing.assert_close(actual, expected, rtol=0.02, atol=0.05)
 
 
-@pytest.mark.parametrize("backend", ["gather", "native"])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_gradients_with_a_bfloat16_value_follow_the_reference(backend):
     # under autocast the value is bf16: "gather"'s per-neighbour dot products then run as bf16 products
     value, locations, weights = (t.float() for t in _sampling_inputs(seed=5))
@@ -201,6 +211,44 @@ def test_gradients_with_a_bfloat16_value_follow_the_reference(backend):
     for actual, expected in zip(results[1], results[0]):
         scale = expected.abs().max()
         torch.testing.assert_close(actual / scale, expected / scale, rtol=0, atol=0.03)
+
+
+def test_triton_reads_half_precision_values_and_accumulates_in_float32():
+    """Under CUDA autocast the value projection gives float16 (or bf16) values; the kernel reads them as they are
+    and accumulates in float32, so the result is the reference's on the rounded values, to float32 rounding."""
+    require_triton_on_cpu()
+    value, locations, weights = (t.float() for t in _sampling_inputs(seed=11))
+    for dtype in (torch.float16, torch.bfloat16):
+        rounded = value.to(dtype)
+        inputs = [rounded.detach().requires_grad_(True), locations.clone().requires_grad_(True)]
+        inputs.append(weights.clone().requires_grad_(True))
+        actual = SAMPLING_BACKENDS["triton"](inputs[0], SHAPES, None, inputs[1], inputs[2])
+        assert actual.dtype == torch.float32
+        reference_inputs = [
+            rounded.float().requires_grad_(True),
+            *(t.detach().clone().requires_grad_(True) for t in inputs[1:]),
+        ]
+        expected = ms_deform_attn_sampling(reference_inputs[0], SHAPES, None, *reference_inputs[1:])
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(expected)
+        actual_grads = torch.autograd.grad(actual, inputs, grad)
+        expected_grads = torch.autograd.grad(expected, reference_inputs, grad)
+        assert actual_grads[0].dtype == dtype
+        torch.testing.assert_close(actual_grads[0].float(), expected_grads[0].to(dtype).float())
+        for a, e in zip(actual_grads[1:], expected_grads[1:]):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_backend_says_where_it_cannot_run(monkeypatch):
+    from modeling.layers import triton_support
+
+    value, locations, weights = _sampling_inputs()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="runs on CUDA tensors.*TRITON_INTERPRET=1.*got tensors on cpu"):
+        SAMPLING_BACKENDS["triton"](value, SHAPES, None, locations, weights)
+    monkeypatch.setattr(triton_support, "triton_unavailable_reason", lambda: "the 'triton' package is not installed")
+    with pytest.raises(RuntimeError, match="needs Triton: the 'triton' package is not installed; select another"):
+        SAMPLING_BACKENDS["triton"](value, SHAPES, None, locations, weights)
 
 
 def test_native_results_do_not_depend_on_the_thread_count():

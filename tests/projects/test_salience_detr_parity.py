@@ -30,13 +30,17 @@ from tests.projects.salience_detr_spec import model_config_from_spec
 MODEL = "salience_detr_tiny"
 
 
-@pytest.fixture(scope="module", params=KERNELS)
-def model(request):
+def converted_model():
     spec = load_spec(MODEL)
     net = instantiate(model_config_from_spec(spec)).eval()
     official = load_official_checkpoint(os.path.join(fixture_dir(MODEL), "official_checkpoint.pth"))
     net.load_state_dict(convert_state_dict(official, "salience_detr", net.state_dict().keys()))
-    yield from with_kernels(net, request.param)
+    return net
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def model(request):
+    yield from with_kernels(converted_model(), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,14 @@ def test_single_image_intermediates_and_detections(model, case, index):
     for level, (actual, recorded) in enumerate(zip(output.token_scores, expected["salience"])):
         assert_close(f"salience level {level}", actual, recorded, LOGIT_TOL)
     assert_two_stage_intermediates(output, detections, expected, inputs[0]["image"])
+
+
+def test_triton_kernels_on_one_image(case):
+    """The Triton deformable-attention kernel in the whole model (the full parity run with it is marked slow: under
+    the interpreter it takes minutes)."""
+    for model in with_kernels(converted_model(), "triton"):
+        inputs, output, detections, expected = run_single_image(model, case, 1)
+        assert_two_stage_intermediates(output, detections, expected, inputs[0]["image"])
 
 
 def test_padded_batch_detections(model, case):

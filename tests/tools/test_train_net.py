@@ -200,3 +200,40 @@ def test_bf16_autocast_on_cpu_trains_and_evaluates(trained, tiny, tmp_path):
     )
     final = [r for r in _metrics(trained) if "bbox/AP" in r][-1]
     assert results["bbox"]["AP"] == pytest.approx(final["bbox/AP"], abs=1.0)
+
+
+SALIENCE = os.path.join(os.path.dirname(CONFIG), "..", "..", "projects", "salience_detr", "configs")
+SALIENCE = os.path.join(SALIENCE, "salience_detr_r18_synthetic.py")
+
+
+def _salience_losses(tiny, out, kernels):
+    argv = ["--config-file", SALIENCE, *tiny_opts(out, tiny[2], max_iter=3, crop=False), f"train.kernels={kernels}"]
+    train_net.main(default_argument_parser().parse_args(argv))
+    return [r["total_loss"] for r in _metrics(out) if "total_loss" in r]
+
+
+@pytest.mark.parametrize("kernels", ["pytorch", pytest.param("triton", marks=pytest.mark.slow)])
+def test_train_kernels_selects_the_kernels_and_trains_like_the_config(tiny, tmp_path, caplog, kernels):
+    """``train.kernels=NAME`` runs every module that has a kernel of that name with it (``pytorch``: the reference
+    kernels; ``triton``: here under Triton's interpreter): the same losses as the config's kernels, to float
+    rounding, and the log names what was switched."""
+    if kernels == "triton":
+        from tests.modeling.triton import require_triton_on_cpu
+
+        require_triton_on_cpu()
+    expected = _salience_losses(tiny, str(tmp_path / "config"), "null")
+    with caplog.at_level(logging.INFO, logger="train_net"):
+        actual = _salience_losses(tiny, str(tmp_path / kernels), kernels)
+    assert len(actual) == len(expected) == 3
+    assert actual == pytest.approx(expected, rel=1e-4)
+    assert f"train.kernels='{kernels}': 4 modules (MultiScaleDeformableAttention) run the '{kernels}'" in caplog.text
+
+
+def test_train_kernels_with_a_wrong_name_or_device_fails_before_training(tiny, tmp_path, monkeypatch):
+    base = ["--config-file", SALIENCE, *tiny_opts(str(tmp_path / "bad"), tiny[2], max_iter=3, crop=False)]
+    with pytest.raises(ValueError, match=r"no module of the model has a kernel backend 'tritn'.*'native'.*'triton'"):
+        train_net.main(default_argument_parser().parse_args([*base, "train.kernels=tritn"]))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match=r"train.kernels='triton' .* runs on CUDA tensors"):
+        train_net.main(default_argument_parser().parse_args([*base, "train.kernels=triton", "train.device=cpu"]))
+    assert not os.path.exists(os.path.join(str(tmp_path / "bad"), "metrics.json"))

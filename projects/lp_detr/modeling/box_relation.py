@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from modeling.layers import get_sine_pos_embed
 
-from .fused_relation import RelationTerms, fused_relation
+from .fused_relation import PairFeatureSpec, RelationTerms, fused_relation, triton_relation
 
 __all__ = [
     "RELATION_BACKENDS",
@@ -115,7 +115,11 @@ def pytorch_relation(module: BoxRelationEmbedding, src_boxes: Tensor, tgt_boxes:
 
 
 #: relation-bias backends by name: ``backend(module, src_boxes, tgt_boxes, layer_idx) -> [B, K, N1, N2]``
-RELATION_BACKENDS: dict[str, Callable[..., Tensor]] = {"pytorch": pytorch_relation, "fused": fused_relation}
+RELATION_BACKENDS: dict[str, Callable[..., Tensor]] = {
+    "pytorch": pytorch_relation,
+    "fused": fused_relation,
+    "triton": triton_relation,
+}
 
 
 def register_relation_backend(name: str, function: Callable[..., Tensor]) -> None:
@@ -140,11 +144,14 @@ class BoxRelationEmbedding(nn.Module):
         checkpoint: in training, recompute each block's embedding in the backward pass.
         backend: the kernel computing the biases, a name of :data:`RELATION_BACKENDS` (``"pytorch"``: the
             reference, :func:`pytorch_relation`; ``"fused"``: :func:`~.fused_relation.fused_relation`, which never
-            holds the embedding and ignores ``chunk_size`` and ``checkpoint``).
+            holds the embedding and ignores ``chunk_size`` and ``checkpoint``; ``"triton"``:
+            :func:`~.fused_relation.triton_relation`, the same on CUDA with the pairwise part in a Triton kernel).
     """
 
     #: the backend that defines the computation (exports and tests compare against it)
     reference_backend = "pytorch"
+    #: the registry of the backends it can select
+    backends = RELATION_BACKENDS
 
     def __init__(
         self,
@@ -234,6 +241,7 @@ class BoxRelationEmbedding(nn.Module):
             pair_features=lambda start, end: self.pair_features(src_boxes[:, start:end], tgt_boxes, layer_idx),
             pair_weight=weight[:, pair_index],
             bias=self.proj.bias,
+            pair_spec=PairFeatureSpec(src_boxes, tgt_boxes, self.eps, ((1.0, 1.0),), self.with_giou),
         )
 
     def forward(self, src_boxes: Tensor, tgt_boxes: Tensor, layer_idx: int = 0) -> Tensor:
@@ -386,6 +394,8 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
             pair_weight.append((lam_local + lam_medium) * weight[:, 4:5])
         with torch.no_grad():
             constant = self.sine_embed(src_boxes.new_full((self.num_features,), self.global_value))
+        # the medium centre offsets: (inside, outside) scalings of pair_features' formula
+        medium = (1.0, factor) if self.medium_form == "log" else (factor, 1.0)
         return RelationTerms(
             src_terms=torch.cat([src_log, src_log / factor], -1),
             tgt_terms=torch.cat([tgt_log, tgt_log / factor], -1),
@@ -393,4 +403,5 @@ class ProgressiveRelationEmbedding(BoxRelationEmbedding):
             pair_features=lambda start, end: self.pair_features(src_boxes[:, start:end], tgt_boxes, layer_idx),
             pair_weight=torch.cat(pair_weight, 1),
             bias=self.proj.bias + lam_global * (self.proj.weight.flatten(1) @ constant.to(self.proj.weight.dtype)),
+            pair_spec=PairFeatureSpec(src_boxes, tgt_boxes, self.eps, ((1.0, 1.0), medium), self.with_giou),
         )

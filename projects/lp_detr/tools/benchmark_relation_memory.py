@@ -14,9 +14,11 @@ path. Not included: the attention itself, the ``-inf`` masking and flattening in
   projection and LP-DETR's ``Lambda``.
 * Variants: ``direct`` (the whole ``[B, Q, Q, C]`` embedding at once), ``chunked`` (``--chunk-size`` source rows at
   a time), ``fused`` (the ``"fused"`` backend: separable features as matrix products, the others embedded and
-  projected block by block, recomputed in the backward pass), and with ``forward+backward`` also ``checkpoint`` and
-  ``chunked+checkpoint`` (each block's embedding is recomputed in the backward pass instead of being kept). The
-  ``x direct`` columns divide each variant's peak memory and time by the ``direct`` one's.
+  projected block by block, recomputed in the backward pass), ``triton`` (the ``"triton"`` backend: the same split,
+  the pairwise part computed tile by tile in a Triton kernel; by default on CUDA only), and with
+  ``forward+backward`` also ``checkpoint`` and ``chunked+checkpoint`` (each block's embedding is recomputed in the
+  backward pass instead of being kept). The ``x direct`` columns divide each variant's peak memory and time by
+  the ``direct`` one's.
 * Peak memory: on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call (tensors,
   not the caching allocator's reserve); on CPU the peak resident set size (``VmHWM``, reset through
   ``/proc/self/clear_refs``; ``getrusage`` where that is not possible) minus the resident size before the call, each
@@ -65,7 +67,11 @@ VARIANTS = {  # name: (chunked, checkpoint, backend)
     "chunked": (True, False, "pytorch"),
     "chunked+checkpoint": (True, True, "pytorch"),
     "fused": (False, False, "fused"),
+    "triton": (False, False, "triton"),
 }
+#: the variants run by default: every one but ``triton``, which is added on CUDA (on the CPU it needs Triton's
+#: interpreter, TRITON_INTERPRET=1: correct but slow)
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "triton"]
 MIB = 2**20
 MEASURES = (
     "one decoder layer's relation bias: pairwise box features -> sine embedding (LP-DETR: local/medium/global mixed "
@@ -87,7 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=300, help="source rows per block (default: %(default)s)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=None, help="default: all; triton only on CUDA"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the measured one (default: 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -275,6 +283,8 @@ def _max_abs_diff(a: dict, b: dict, prefix: str) -> float | None:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
+    if args.variants is None:
+        args.variants = DEFAULT_VARIANTS + (["triton"] if device.type == "cuda" else [])
     subprocesses = device.type == "cpu" and not args.in_process
     num = args.num_queries + args.num_denoising
     config = {
