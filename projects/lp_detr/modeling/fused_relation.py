@@ -21,6 +21,11 @@ ulps of the phase (the per-box terms are centred per batch element to keep those
 
 Peak memory: the output, its gradient, the masked gradient, and one block of the pairwise embedding
 (``block_elements`` values), instead of the whole embedding and its intermediates.
+
+The ``"triton"`` backend (:func:`triton_relation`) shares all of this but the pairwise part: a
+:class:`PairwiseProjection` is how that part is added into the output and how its weights' gradient is computed;
+the Triton one (``triton_relation_kernels.py``) computes the features from their formula
+(:class:`PairFeatureSpec`) in tiles of pairs, so not even one block of the embedding is stored.
 """
 
 from __future__ import annotations
