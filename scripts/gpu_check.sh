@@ -13,7 +13,7 @@
 #   6. amp       100 fp16-AMP iterations (GradScaler) of each synthetic config with the Triton kernels, evaluated
 #
 # Missing Python packages (omegaconf, hydra-core, fvcore, iopath, pycocotools, ... on a bare image) are installed
-# from the wheels in .whl/ when that folder exists. Steps run on after a failure; the script exits non-zero if any
+# from the wheels in .whl/ when that folder exists (scripts/gpu_wheels.sh collects them where pip works). Steps run on after a failure; the script exits non-zero if any
 # step failed.
 set -uo pipefail
 OUT=${OUT:-gpu_check_out}
