@@ -52,7 +52,7 @@ def with_kernels(model, kernels: str):
     of the model runs a backend other than its reference (so that the fast kernels are what the parity tests
     check); with ``"triton"``, that the deformable attention (and the relation, where there is one) runs Triton."""
     from modeling.layers import MultiScaleDeformableAttention, kernel_backends, reference_kernels
-    from modeling.layers.triton_support import interpreting, triton_unavailable_reason
+    from tests.modeling.triton import require_triton_on
 
     model = model.to(DEVICE)
     selectable = [m for m in model.modules() if hasattr(m, "reference_backend")]
@@ -61,15 +61,11 @@ def with_kernels(model, kernels: str):
         yield model
         return
     if kernels == "triton":
-        if triton_unavailable_reason() is not None:
-            pytest.skip(f"Triton kernels: {triton_unavailable_reason()}")
-        if torch.device(DEVICE).type != "cuda" and not interpreting():
-            pytest.skip("the Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1")
+        require_triton_on(DEVICE)
+        # every module that has a Triton kernel runs it (the others, e.g. the decoder's self-attention, keep their
+        # config's backend)
         with kernel_backends(model, "triton") as switched:
-            # every module that has a Triton kernel runs it (the others, e.g. the decoder's self-attention, keep
-            # their config's backend)
             assert any(isinstance(m, MultiScaleDeformableAttention) for m in switched)
-            assert all(m.backend == "triton" for m in selectable if "triton" in getattr(m, "backends", ()))
             yield model
         return
     with reference_kernels(model) as switched:
@@ -78,8 +74,6 @@ def with_kernels(model, kernels: str):
 
 
 # Tolerances of ../shared/parity/README.md.
-
-
 BOX_TOL_PX = 1e-3
 LOGIT_TOL = 1e-4
 

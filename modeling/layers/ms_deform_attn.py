@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .switches import module_attributes
+from .triton_support import require_triton_tensors
 
 __all__ = [
     "SAMPLING_BACKENDS",
@@ -419,8 +420,6 @@ def ms_deform_attn_triton(
     Opt-in: ``"auto"`` does not select it until a GPU run has confirmed its speed. Arguments and result as for
     :func:`ms_deform_attn_sampling`."""
     del level_start_index
-    from .triton_support import require_triton_tensors
-
     shapes = _checked_shapes(spatial_shapes, value, sampling_locations)
     require_triton_tensors("'triton' deformable-attention backend", value, sampling_locations, attention_weights)
     from .triton_ms_deform_attn import TritonSampling

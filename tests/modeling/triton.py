@@ -3,13 +3,18 @@ turns it on where there is no CUDA)."""
 
 import pytest
 
-from modeling.layers.triton_support import interpreting, triton_unavailable_reason
+from modeling.layers.triton_support import require_triton_device
+
+
+def require_triton_on(device: str = "cpu") -> None:
+    """Skips the test unless the Triton kernels can run on ``device`` here (Triton importable; on the CPU, the
+    interpreter on), with the kernels' own reason."""
+    try:
+        require_triton_device("Triton kernels", device)
+    except (RuntimeError, ValueError) as error:
+        pytest.skip(f"untestable here: {error}")
 
 
 def require_triton_on_cpu() -> None:
-    """Skips the test unless the Triton kernels can run on CPU tensors here (Triton importable, interpreter on)."""
-    reason = triton_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"Triton kernels untestable here: {reason}")
-    if not interpreting():
-        pytest.skip("TRITON_INTERPRET is off (CUDA is available): the Triton kernels are tested on the GPU")
+    """:func:`require_triton_on` the CPU (the kernels' tests with CPU tensors)."""
+    require_triton_on("cpu")

@@ -14,6 +14,8 @@ from data import get_detection_dataset_dicts
 from engine.checkpoint import DetectionCheckpointer
 from engine.defaults import default_argument_parser
 from engine.launch import launch
+from tests.modeling.triton import require_triton_on_cpu
+from tests.tools.script_helpers import SALIENCE_CONFIG
 from tests.tools.train_net_helpers import CONFIG, ddp_worker, register_tiny, tiny_opts
 from tools import train_net
 
@@ -202,12 +204,9 @@ def test_bf16_autocast_on_cpu_trains_and_evaluates(trained, tiny, tmp_path):
     assert results["bbox"]["AP"] == pytest.approx(final["bbox/AP"], abs=1.0)
 
 
-SALIENCE = os.path.join(os.path.dirname(CONFIG), "..", "..", "projects", "salience_detr", "configs")
-SALIENCE = os.path.join(SALIENCE, "salience_detr_r18_synthetic.py")
-
-
 def _salience_losses(tiny, out, kernels):
-    argv = ["--config-file", SALIENCE, *tiny_opts(out, tiny[2], max_iter=3, crop=False), f"train.kernels={kernels}"]
+    argv = ["--config-file", SALIENCE_CONFIG, *tiny_opts(out, tiny[2], max_iter=3, crop=False)]
+    argv.append(f"train.kernels={kernels}")
     train_net.main(default_argument_parser().parse_args(argv))
     return [r["total_loss"] for r in _metrics(out) if "total_loss" in r]
 
@@ -218,8 +217,6 @@ def test_train_kernels_selects_the_kernels_and_trains_like_the_config(tiny, tmp_
     kernels; ``triton``: here under Triton's interpreter): the same losses as the config's kernels, to float
     rounding, and the log names what was switched."""
     if kernels == "triton":
-        from tests.modeling.triton import require_triton_on_cpu
-
         require_triton_on_cpu()
     expected = _salience_losses(tiny, str(tmp_path / "config"), "null")
     with caplog.at_level(logging.INFO, logger="train_net"):
@@ -230,7 +227,7 @@ def test_train_kernels_selects_the_kernels_and_trains_like_the_config(tiny, tmp_
 
 
 def test_train_kernels_with_a_wrong_name_or_device_fails_before_training(tiny, tmp_path, monkeypatch):
-    base = ["--config-file", SALIENCE, *tiny_opts(str(tmp_path / "bad"), tiny[2], max_iter=3, crop=False)]
+    base = ["--config-file", SALIENCE_CONFIG, *tiny_opts(str(tmp_path / "bad"), tiny[2], max_iter=3, crop=False)]
     with pytest.raises(ValueError, match=r"no module of the model has a kernel backend 'tritn'.*'native'.*'triton'"):
         train_net.main(default_argument_parser().parse_args([*base, "train.kernels=tritn"]))
     monkeypatch.setenv("TRITON_INTERPRET", "0")

@@ -203,7 +203,8 @@ def blocked_pairwise(
     """The PyTorch pairwise projection of ``terms``, in blocks of source rows of about ``block_elements``
     embedding values."""
     batch, num_src = terms.src_terms.shape[:2]
-    per_row = max(batch * terms.tgt_terms.shape[1] * 2 * terms.pair_weight[..., 0].flatten(1).shape[-1], 1)
+    _, num_pair, freqs, _ = terms.pair_weight.shape  # [K, P, H, 2]
+    per_row = max(batch * terms.tgt_terms.shape[1] * 2 * num_pair * freqs, 1)
     rows_per_block = max(1, min(num_src, block_elements // per_row))
 
     def pair_phases(start: int, end: int) -> Tensor:
