@@ -162,7 +162,7 @@ def select_kernels(cfg, model, device) -> None:
     if name == "triton":
         from modeling.layers.triton_support import require_triton_device
 
-        require_triton_device("train.kernels='triton' (Triton kernels)", device)
+        require_triton_device("train.kernels='triton' (the Triton kernel backend)", device)
     switched = select_kernel_backend(model, name)
     kinds = sorted({type(m).__name__ for m in switched})
     logger.info(f"train.kernels={name!r}: {len(switched)} modules ({', '.join(kinds)}) run the {name!r} kernels")

@@ -10,7 +10,7 @@ def require_triton_on(device: str = "cpu") -> None:
     """Skips the test unless the Triton kernels can run on ``device`` here (Triton importable; on the CPU, the
     interpreter on), with the kernels' own reason."""
     try:
-        require_triton_device("Triton kernels", device)
+        require_triton_device("Triton kernel", device)
     except (RuntimeError, ValueError) as error:
         pytest.skip(f"untestable here: {error}")
 
