@@ -9,8 +9,9 @@ that ``torch.onnx.export`` can trace it (``scripts/export_onnx.py``):
 * preprocessing in the graph: ``(image / 255 - mean) / std``, zero padding bottom/right to the fixed canvas,
   the padding mask built from ``H``/``W`` (ONNX ``Shape``) by comparisons;
 * outputs: ``scores`` ``[1, K]`` (sigmoid), ``labels`` ``[1, K]`` int64 in ``0..C-1``, ``boxes`` ``[1, K, 4]``
-  xyxy in pixels of the input image, ``K = min(num_detections, Q * C)``; with ``raw_outputs`` also the last
-  decoder layer's ``pred_logits`` ``[1, Q, C]`` and ``pred_boxes`` ``[1, Q, 4]`` (normalised cxcywh).
+  xyxy in pixels of the input image, ``K = min(num_detections, Q * C)`` (fewer, and varying per image, when the
+  model has a ``nms_iou_threshold``: the graph then ends in an ONNX ``NonMaxSuppression``); with ``raw_outputs``
+  also the last decoder layer's ``pred_logits`` ``[1, Q, C]`` and ``pred_boxes`` ``[1, Q, 4]`` (normalised cxcywh).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class ExportableDetector(nn.Module):
         output = self.model.run(batch)
         logits, boxes = output.dec_logits[-1], output.dec_boxes[-1]
         # boxes are normalised over the image (valid ratios), as in ``TwoStageDETR.inference``
-        detection = topk_detections(logits, boxes, size[None], int(self.model.num_detections))[0]
+        nms_iou_threshold = getattr(self.model, "nms_iou_threshold", None)
+        detection = topk_detections(logits, boxes, size[None], int(self.model.num_detections), nms_iou_threshold)[0]
         detections = tuple(detection[key][None] for key in OUTPUT_NAMES)
         if self.raw_outputs:
             return detections + (logits, boxes)

@@ -129,9 +129,12 @@ def compare_detections(reference: tuple, onnx_outputs: list, min_iou: float = 0.
     cost[iou < min_iou] = np.inf
     best = cost.argmin(1)
     paired = np.isfinite(cost[np.arange(len(best)), best])
+    # with duplicate suppression, a pair of boxes near the IoU threshold may be kept by one side only: then the
+    # counts differ and the position-by-position comparison has no meaning (``inf``)
+    same_count = len(scores) == len(ref_scores)
     result = {
-        "ranked_scores": float(np.abs(scores - ref_scores).max()),
-        "ranked_boxes": float(np.abs(boxes - ref_boxes).max()),
+        "ranked_scores": float(np.abs(scores - ref_scores).max(initial=0.0)) if same_count else float("inf"),
+        "ranked_boxes": float(np.abs(boxes - ref_boxes).max(initial=0.0)) if same_count else float("inf"),
         "scores": float(np.abs(scores - ref_scores[best])[paired].max(initial=0.0)),
         "boxes": float(np.abs(boxes - ref_boxes[best])[paired].max(initial=0.0)),
         "matched": float(paired.mean()),

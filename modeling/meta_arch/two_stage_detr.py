@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from modeling.box_ops import box_xyxy_to_cxcywh
-from modeling.postprocess import topk_detections
+from modeling.postprocess import check_nms_iou_threshold, topk_detections
 from modeling.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -58,6 +58,10 @@ class TwoStageDETR(nn.Module):
         size_divisibility: pad the batch to a multiple of this.
         aux_loss: supervise every decoder layer (and the denoising queries of every layer).
         num_detections: detections per image at inference (top-k over query x class).
+        nms_iou_threshold: ``None`` (the published models: every top-k detection is kept) or an IoU in
+            ``(0, 1]``: at inference, a detection that overlaps a higher-scoring one of the same image by more
+            than this is dropped (class-agnostic non-maximum suppression after the top-k, the official
+            ``PostProcess``'s option). For short training runs, whose decoder still emits duplicates.
         channels_last: run the backbone and the neck in the channels-last memory format (their convolution
             weights and the image batch): the same values, faster convolutions on CPUs (oneDNN) and GPUs. Only
             the memory layout changes; checkpoints are unaffected.
@@ -78,6 +82,7 @@ class TwoStageDETR(nn.Module):
         size_divisibility: int = 32,
         aux_loss: bool = True,
         num_detections: int = 100,
+        nms_iou_threshold: float | None = None,
         channels_last: bool = True,
     ):
         super().__init__()
@@ -92,6 +97,7 @@ class TwoStageDETR(nn.Module):
         self.size_divisibility = size_divisibility
         self.aux_loss = aux_loss
         self.num_detections = num_detections
+        self.nms_iou_threshold = check_nms_iou_threshold(nms_iou_threshold, "model.nms_iou_threshold")
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -149,7 +155,9 @@ class TwoStageDETR(nn.Module):
         """Detections per image, boxes in pixels of the original ``height`` x ``width``."""
         output = self.predict(batched_inputs)
         sizes = [_original_size(record) for record in batched_inputs]
-        return topk_detections(output.dec_logits[-1], output.dec_boxes[-1], sizes, self.num_detections)
+        return topk_detections(
+            output.dec_logits[-1], output.dec_boxes[-1], sizes, self.num_detections, self.nms_iou_threshold
+        )
 
     def losses(self, batched_inputs: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Weighted losses of a training batch (boxes/labels in the inputs)."""

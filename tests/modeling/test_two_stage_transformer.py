@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from modeling.criterion import DetrCriterion, build_weight_dict
 from modeling.denoising import ContrastiveDenoising
@@ -146,6 +147,47 @@ def test_topk_detections_orders_query_class_pairs():
     assert torch.allclose(result["scores"], torch.sigmoid(torch.tensor([2.0, 1.0])))
     assert torch.allclose(result["boxes"], torch.tensor([[0.0, 0.0, 100.0, 100.0], [80.0, 30.0, 120.0, 70.0]]))
     assert len(topk_detections(logits, boxes, [(1, 1)], num_detections=50)[0]["scores"]) == 6
+
+
+def test_topk_detections_without_duplicates_keeps_the_best_of_each_overlapping_group():
+    """Class-agnostic NMS after the top-k: of two boxes with IoU above the threshold the lower-scoring one goes,
+    whatever its label; boxes that overlap less stay; the kept ones stay in score order."""
+    boxes = torch.tensor(
+        [[[0.30, 0.30, 0.20, 0.20], [0.31, 0.30, 0.20, 0.20], [0.70, 0.70, 0.20, 0.20], [0.38, 0.30, 0.20, 0.20]]]
+    )  # query 1 is a near copy of query 0 (IoU 0.9); query 3 overlaps queries 0 and 1 with IoU 0.43 and 0.48
+    logits = torch.full((1, 4, 2), -10.0)
+    logits[0, :, 0] = torch.tensor([1.0, 2.0, 0.5, 0.0])
+    logits[0, 0, 1] = 1.5  # query 0 also as class 1: the same box, suppressed by query 1's class 0
+    plain = topk_detections(logits, boxes, [(100, 200)], num_detections=5)[0]
+    kept = topk_detections(logits, boxes, [(100, 200)], num_detections=5, nms_iou_threshold=0.5)[0]
+    assert plain["scores"].tolist() == sorted(plain["scores"].tolist(), reverse=True) and len(plain["scores"]) == 5
+    iou = box_iou(plain["boxes"], plain["boxes"])
+    expected = [
+        i
+        for i in range(5)
+        if not any(iou[j, i] > 0.5 for j in range(i))  # greedy NMS by rank, written out
+    ]
+    assert expected == [0, 3, 4]  # query 1 class 0, query 2 class 0, query 3 class 0
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(kept[key], plain[key][expected]), key
+    loose = topk_detections(logits, boxes, [(100, 200)], num_detections=5, nms_iou_threshold=0.95)[0]
+    assert len(loose["scores"]) == 4  # only the identical box (query 0 as class 1 vs class 0) goes
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, "0.7", True])
+def test_nms_iou_threshold_must_be_an_iou(value, plain_detr):
+    with pytest.raises(ValueError, match=r"nms_iou_threshold must be None .* IoU in \(0, 1\]"):
+        topk_detections(torch.zeros(1, 2, 3), torch.rand(1, 2, 4), [(10, 10)], nms_iou_threshold=value)
+    with pytest.raises(ValueError, match=r"model\.nms_iou_threshold must be"):
+        TwoStageDETR(
+            plain_detr.backbone,
+            plain_detr.neck,
+            plain_detr.position_embedding,
+            plain_detr.transformer,
+            plain_detr.criterion,
+            3,
+            nms_iou_threshold=value,
+        )
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,14 @@ tie. The raw logits of the graph and of the eager run of the traced path agree w
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from scripts.export_onnx import build_model, check_export, export_onnx, main  # noqa: E402
+from scripts.export_onnx import build_model, check_export, compare_detections, export_onnx, main  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SALIENCE = os.path.join(ROOT, "projects", "salience_detr", "configs", "salience_detr_r18_synthetic.py")
@@ -129,3 +130,28 @@ def test_wrapper_rejects_bad_images():
         wrapper(torch.zeros(1, 3, SHAPE[0] + 1, SHAPE[1], dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"uint8 \[1, 3, H, W\]"):
         wrapper(torch.zeros(1, 3, 64, 64))
+
+
+def test_export_of_a_model_with_duplicate_suppression_runs_the_nms_in_the_graph(tmp_path):
+    """``model.nms_iou_threshold``: the graph ends in ONNX NonMaxSuppression and keeps what the eager model keeps
+    (same count and order at both sizes), fewer than ``num_detections``."""
+    import onnx
+    import onnxruntime as ort
+
+    wrapper, path, dynamic = _export(LP_DETR, tmp_path, ["model.nms_iou_threshold=0.5"])
+    assert "NonMaxSuppression" in {node.op_type for node in onnx.load(path).graph.node}
+    for diffs in check_export(wrapper, path, dynamic).values():
+        _assert_close(diffs, 1.0)
+        assert diffs["ranked_scores"] < SCORE_TOL and diffs["ranked_boxes"] < BOX_TOL, diffs
+    image = torch.randint(0, 256, (1, 3, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    scores = ort.InferenceSession(path).run(["scores"], {"image": image.numpy()})[0]
+    assert 0 < scores.shape[1] < wrapper.model.num_detections
+    assert scores.shape[1] == len(wrapper.reference(image)[0][0])
+
+
+def test_detections_of_different_counts_are_paired_but_not_ranked():
+    reference = (torch.tensor([[0.9, 0.8]]), torch.tensor([[1, 2]]), torch.tensor([[[0, 0, 10, 10], [20, 20, 30, 30]]]))
+    onnx_outputs = [np.array([[0.9]]), np.array([[1]]), np.array([[[0, 0, 10, 10]]])]
+    diffs = compare_detections(reference, onnx_outputs)
+    assert diffs["ranked_scores"] == float("inf") and diffs["ranked_boxes"] == float("inf")
+    assert diffs["matched"] == 1.0 and diffs["scores"] < 1e-6 and diffs["boxes"] == 0.0

@@ -88,5 +88,6 @@ model = L(TwoStageDETR)(
     size_divisibility=32,
     aux_loss=True,
     num_detections=300,
+    nms_iou_threshold=None,  # the published models keep every top-k detection (no NMS)
     extra_losses=None,
 )

@@ -59,7 +59,10 @@ def salience_maps(model: torch.nn.Module, inputs: dict) -> tuple[list[torch.Tens
             "use a Salience DETR config"
         )
     size = (inputs["height"], inputs["width"])
-    detections = topk_detections(output.dec_logits[-1], output.dec_boxes[-1], [size], model.num_detections)[0]
+    nms_iou_threshold = getattr(model, "nms_iou_threshold", None)
+    detections = topk_detections(
+        output.dec_logits[-1], output.dec_boxes[-1], [size], model.num_detections, nms_iou_threshold
+    )[0]
     padded_h, padded_w = batch.images.shape[-2:]
     image_h, image_w = batch.image_sizes[0]
     maps = []
