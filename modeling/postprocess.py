@@ -70,9 +70,11 @@ def topk_detections(
     corners = corners * scale[:, None, :]
     detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(corners, scores, labels)]
     if check_nms_iou_threshold(nms_iou_threshold) is not None:
+        dtype = torch.promote_types(corners.dtype, torch.float32)  # half precision -> float32; float64 stays
         for detection in detections:
             # nms returns the kept indices by decreasing score; sorting them keeps the top-k order on ties
-            keep = nms(detection["boxes"].float(), detection["scores"].float(), nms_iou_threshold).sort().values
+            boxes_, scores_ = detection["boxes"].to(dtype), detection["scores"].to(dtype)
+            keep = nms(boxes_, scores_, nms_iou_threshold).sort().values
             for key in ("boxes", "scores", "labels"):
                 detection[key] = detection[key][keep]
     return detections

@@ -74,8 +74,10 @@ def test_example_attention_variant_changes_only_the_self_attention():
 
 def test_example_attention_variant_with_zero_penalty_is_the_base_model():
     torch.manual_seed(0)
-    base = instantiate(LazyConfig.load(SALIENCE).model).eval()
-    variant = instantiate(LazyConfig.load(BOX_DISTANCE).model).eval()
+    # every top-k detection (no duplicate suppression), so that both give the same number per image
+    base_cfg, variant_cfg = LazyConfig.load(SALIENCE), LazyConfig.load(BOX_DISTANCE)
+    base_cfg.model.nms_iou_threshold = variant_cfg.model.nms_iou_threshold = None
+    base, variant = instantiate(base_cfg.model).eval(), instantiate(variant_cfg.model).eval()
     variant.load_state_dict(base.state_dict(), strict=False)
     batch = awkward_batch(base.num_classes)
     with torch.no_grad():

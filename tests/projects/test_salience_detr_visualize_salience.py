@@ -2,6 +2,7 @@
 the original image, and an error for a model without salience."""
 
 import pytest
+from torchvision.ops import box_iou
 
 from core.lazy import LazyConfig, instantiate
 from data.mapper import read_image
@@ -42,7 +43,9 @@ def test_salience_maps_cover_the_original_image(tiny_data, tmp_path):
     for level in maps:
         assert tuple(level.shape) == (inputs["height"], inputs["width"])
         assert float(level.min()) >= 0.0 and float(level.max()) <= 1.0
-    assert len(detections["scores"]) == 20
+    # at most the 20 detections of the options; the config's duplicate suppression may drop some
+    assert 0 < len(detections["scores"]) <= 20
+    assert box_iou(detections["boxes"], detections["boxes"]).triu(1).max() <= model.nms_iou_threshold
 
 
 def test_visualize_salience_rejects_a_model_without_salience(tiny_data, lp_detr_weights, tmp_path):
