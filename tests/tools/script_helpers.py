@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from core.lazy import LazyConfig, instantiate
 from data import DatasetCatalog
@@ -69,3 +70,20 @@ def png_size(path: str) -> tuple[int, int]:
         image.load()
         assert image.format == "PNG"
         return image.size
+
+
+def detections_by_image(records: list[dict], image_key: str) -> dict:
+    """COCO-style result records (``bbox`` xywh) grouped by ``record[image_key]``."""
+    grouped = {}
+    for record in records:
+        grouped.setdefault(record[image_key], []).append(record)
+    return grouped
+
+
+def max_overlap(records: list[dict]) -> float:
+    """The largest IoU between two of ``records`` (COCO xywh ``bbox``), 0 for fewer than two."""
+    if len(records) < 2:
+        return 0.0
+    boxes = torch.tensor([r["bbox"] for r in records], dtype=torch.float64)
+    boxes[:, 2:] += boxes[:, :2]
+    return float(box_iou(boxes, boxes).triu(1).max())

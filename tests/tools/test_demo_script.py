@@ -7,13 +7,12 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from torchvision.ops import box_iou
 
 from core.lazy import LazyConfig, instantiate
 from data import DatasetCatalog, MetadataCatalog
 from engine.checkpoint import DetectionCheckpointer
 from scripts import demo
-from tests.tools.script_helpers import SALIENCE_CONFIG, tiny_model_opts
+from tests.tools.script_helpers import SALIENCE_CONFIG, detections_by_image, max_overlap, tiny_model_opts
 from tests.tools.train_net_helpers import register_tiny
 
 
@@ -53,14 +52,9 @@ def test_demo_writes_pngs_and_coco_results(tiny_salience, tmp_path):
         results = json.load(f)
     # threshold 0: every detection the model keeps is written: its top 20 of each image, less the duplicates
     # that the config's suppression (model.nms_iou_threshold=0.7) drops
-    per_image = {}
-    for r in results:
-        per_image.setdefault(r["file_name"], []).append(r)
+    per_image = detections_by_image(results, "file_name")
     assert len(per_image) == num_images and all(0 < len(v) <= 20 for v in per_image.values())
-    for detections in per_image.values():
-        boxes = torch.tensor([r["bbox"] for r in detections])
-        boxes[:, 2:] += boxes[:, :2]
-        assert box_iou(boxes, boxes).triu(1).max() <= 0.7 + 1e-4
+    assert all(max_overlap(detections) <= 0.7 + 1e-4 for detections in per_image.values())
     dataset_ids = set(MetadataCatalog.get(val_name).thing_dataset_id_to_contiguous_id)
     for r in results:
         assert {"file_name", "bbox", "score", "category_id"} <= set(r)

@@ -22,7 +22,7 @@ from data import MetadataCatalog
 from data.preflight import BadImagesError
 from engine.defaults import default_argument_parser
 from tests.tools.own_data_helpers import OracleDetector, make_own_data, own_data_opts
-from tests.tools.script_helpers import LP_DETR_CONFIG
+from tests.tools.script_helpers import LP_DETR_CONFIG, detections_by_image, max_overlap
 from tests.tools.train_net_helpers import CONFIG as CENTERNET_CONFIG
 from tests.tools.train_net_helpers import ROOT
 from tools import train_net
@@ -399,14 +399,6 @@ def test_backbone_download_failure_says_how_to_do_without(monkeypatch):
     assert "r18.pth" in str(error.value) and "local file" in str(error.value)
 
 
-def _iou(a, b):
-    """IoU of two COCO xywh boxes, written out (independent of the project's box ops)."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-
 def test_duplicate_suppression_through_train_net_and_eval_only(own_data, tmp_path):
     """``model.nms_iou_threshold`` on LP-DETR's synthetic config, trained and evaluated on the own data by
     ``train_net.py``: no two kept detections of an image overlap above the threshold, and ``--eval-only`` of the
@@ -417,13 +409,10 @@ def test_duplicate_suppression_through_train_net_and_eval_only(own_data, tmp_pat
     with open(os.path.join(out, "coco_instances_results.json")) as f:
         kept = json.load(f)
     assert kept and {r["category_id"] for r in kept} <= {4, 17, 90}
-    by_image = {}
-    for r in kept:
-        by_image.setdefault(r["image_id"], []).append(r)
+    by_image = detections_by_image(kept, "image_id")
     for detections in by_image.values():
         assert len(detections) < 100  # the config's num_detections: random boxes of 100 queries overlap
-        for i, a in enumerate(detections):
-            assert all(_iou(a["bbox"], b["bbox"]) <= 0.5 + 1e-4 for b in detections[i + 1 :])
+        assert max_overlap(detections) <= 0.5 + 1e-4
     weights = os.path.join(out, "model_final.pth")
     plain_out = str(tmp_path / "plain")
     config = os.path.join(out, "config.yaml")
